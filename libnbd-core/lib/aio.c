@@ -1,0 +1,364 @@
+/* aio.c: the asynchronous API — nbd_aio_* commands, the two events that
+ * drive the state machine (notify_read, notify_write), the lock-free state
+ * queries, and the retirement of completed commands.
+ *
+ * Owns the moves to DEAD and CLOSED; never blocks (poll.c waits).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ---- Death and closing ------------------------------------------------ */
+
+static void
+drop_socket (struct nbd_handle *h)
+{
+  if (h->fd >= 0) {
+    close (h->fd);
+    h->fd = -1;
+  }
+}
+
+void
+nbd_internal_set_dead (struct nbd_handle *h, int errnum)
+{
+  if (h->state == ST_DEAD || h->state == ST_CLOSED)
+    return;
+  debug (h, "connection is dead: %s", nbd_get_error () ? nbd_get_error () : "");
+  h->state = ST_DEAD;
+  if (!errnum)
+    errnum = ENOTCONN;
+  nbd_internal_abort_commands (h, errnum);
+  if (h->opt.kind != OPTK_NONE)
+    nbd_internal_opt_complete (h, errnum, "the connection died");
+  drop_socket (h);
+}
+
+void
+nbd_internal_set_closed (struct nbd_handle *h)
+{
+  if (h->state == ST_DEAD || h->state == ST_CLOSED)
+    return;
+  h->state = ST_CLOSED;
+  nbd_internal_abort_commands (h, ENOTCONN);
+  drop_socket (h);
+}
+
+/* ---- Events ----------------------------------------------------------- */
+
+unsigned
+nbd_internal_direction (const struct nbd_handle *h)
+{
+  switch (h->state) {
+  case ST_CONNECTING:
+    return LIBNBD_AIO_DIRECTION_WRITE;
+  case ST_HANDSHAKE:
+    return h->hs_out_pos < h->hs_out_len ? LIBNBD_AIO_DIRECTION_WRITE
+                                         : LIBNBD_AIO_DIRECTION_READ;
+  case ST_READY:
+    return LIBNBD_AIO_DIRECTION_READ | (h->to_issue ? LIBNBD_AIO_DIRECTION_WRITE : 0);
+  default:
+    return 0;
+  }
+}
+
+int
+nbd_internal_notify_read (struct nbd_handle *h)
+{
+  switch (h->state) {
+  case ST_HANDSHAKE:
+    return nbd_internal_hs_run (h);
+  case ST_READY:
+    if (nbd_internal_recv_replies (h) == -1)
+      return -1;
+    /* Replies free the server to take more: send what queued meanwhile. */
+    if (h->state == ST_READY && h->to_issue)
+      return nbd_internal_flush_out (h);
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+int
+nbd_internal_notify_write (struct nbd_handle *h)
+{
+  switch (h->state) {
+  case ST_CONNECTING:
+    return nbd_internal_finish_connect (h);
+  case ST_HANDSHAKE:
+    return nbd_internal_hs_run (h);
+  case ST_READY:
+    return nbd_internal_flush_out (h);
+  default:
+    return 0;
+  }
+}
+
+EXPORT int
+nbd_aio_notify_read (struct nbd_handle *h)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_notify_read", PS_ANY, -1);
+  r = nbd_internal_notify_read (h);
+  LEAVE (h);
+  return r;
+}
+
+EXPORT int
+nbd_aio_notify_write (struct nbd_handle *h)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_notify_write", PS_ANY, -1);
+  r = nbd_internal_notify_write (h);
+  LEAVE (h);
+  return r;
+}
+
+EXPORT int
+nbd_aio_get_fd (struct nbd_handle *h)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_get_fd", PS_ANY, -1);
+  r = h->fd;
+  if (r < 0)
+    set_error (EINVAL, "connection is not established");
+  LEAVE (h);
+  return r;
+}
+
+EXPORT unsigned
+nbd_aio_get_direction (struct nbd_handle *h)
+{
+  ENTER_NOLOCK ("nbd_aio_get_direction");
+  return atomic_load (&h->public_dir);
+}
+
+#define IS_STATE(fn, test)                                       \
+  EXPORT int fn (struct nbd_handle *h)                           \
+  {                                                              \
+    int s;                                                       \
+    ENTER_NOLOCK (#fn);                                          \
+    s = atomic_load (&h->public_state);                          \
+    return (test);                                               \
+  }
+
+IS_STATE (nbd_aio_is_created, s == PUB_CREATED)
+IS_STATE (nbd_aio_is_connecting, s == PUB_CONNECTING)
+IS_STATE (nbd_aio_is_negotiating, s == PUB_NEGOTIATING)
+IS_STATE (nbd_aio_is_ready, s == PUB_READY)
+IS_STATE (nbd_aio_is_processing, s == PUB_PROCESSING)
+IS_STATE (nbd_aio_is_dead, s == PUB_DEAD)
+IS_STATE (nbd_aio_is_closed, s == PUB_CLOSED)
+
+/* ---- Retiring --------------------------------------------------------- */
+
+/* 1: done and succeeded; -1: done and failed (error set); 0: still going.
+ * The command is retired when done. */
+int
+nbd_internal_aio_command_completed (struct nbd_handle *h, uint64_t cookie)
+{
+  struct command *prev = NULL, *cmd;
+  int err;
+
+  for (cmd = h->done; cmd; prev = cmd, cmd = cmd->next)
+    if (cmd->cookie == cookie)
+      break;
+  if (!cmd) {
+    for (uint32_t i = 0; i < h->nr_slots; i++) {
+      struct command *c = h->slots[i];
+      if (c->cookie == cookie && (c->state == CMD_QUEUED || c->state == CMD_IN_FLIGHT))
+        return 0;
+    }
+    set_error (EINVAL, "invalid command cookie %" PRIu64 ": not in flight or already retired",
+               cookie);
+    return -1;
+  }
+  if (prev)
+    prev->next = cmd->next;
+  else
+    h->done = cmd->next;
+  if (h->done_tail == cmd)
+    h->done_tail = prev;
+  err = cmd->error;
+  if (err)
+    set_error (err, "%s", cmd->why ? cmd->why : "command failed");
+  nbd_internal_release_command (h, cmd);
+  return err ? -1 : 1;
+}
+
+EXPORT int
+nbd_aio_command_completed (struct nbd_handle *h, uint64_t cookie)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_command_completed", PS_ANY, -1);
+  r = nbd_internal_aio_command_completed (h, cookie);
+  LEAVE (h);
+  return r;
+}
+
+EXPORT int64_t
+nbd_aio_peek_command_completed (struct nbd_handle *h)
+{
+  int64_t r = -1;
+
+  ENTER (h, "nbd_aio_peek_command_completed", PS_ANY, -1);
+  if (h->done)
+    r = (int64_t) h->done->cookie;
+  else if (h->in_flight > 0)
+    r = 0;
+  else
+    set_error (EINVAL, "no commands are in flight");
+  LEAVE (h);
+  return r;
+}
+
+EXPORT int
+nbd_aio_in_flight (struct nbd_handle *h)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_in_flight", PS_CONNECTED | PS_CLOSED | PS_DEAD, -1);
+  r = h->in_flight;
+  LEAVE (h);
+  return r;
+}
+
+/* ---- Commands --------------------------------------------------------- */
+
+/* Which flags each call takes (strict flags on); otherwise any 16 bits. */
+static bool
+flags_ok (struct nbd_handle *h, uint32_t flags, uint32_t allowed)
+{
+  uint32_t bad = (h->strict & LIBNBD_STRICT_FLAGS) ? flags & ~allowed : flags & ~UINT32_C (0xffff);
+
+  if (bad) {
+    set_error (EINVAL, "flags: invalid value for flag: 0x%" PRIx32, bad);
+    return false;
+  }
+  return true;
+}
+
+/* The shape every aio command shares: enter, check flags, queue, leave, and
+ * free whichever callbacks the core did not take. */
+static int64_t
+aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t flags,
+             uint32_t allowed, uint64_t offset, uint64_t count, void *data,
+             nbd_completion_callback *cb, nbd_chunk_callback *chunk, nbd_extent_callback *extent)
+{
+  int64_t r = -1;
+
+  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+    if (flags_ok (h, flags, allowed))
+      r = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data, cb, chunk,
+                                extent);
+    LEAVE (h);
+  }
+  if (extent)
+    FREE_CALLBACK (*extent);
+  if (chunk)
+    FREE_CALLBACK (*chunk);
+  if (cb)
+    FREE_CALLBACK (*cb);
+  return r;
+}
+
+EXPORT int64_t
+nbd_aio_pread (struct nbd_handle *h, void *buf, size_t count, uint64_t offset,
+               nbd_completion_callback cb, uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_pread", NBD_CMD_READ, flags, 0, offset, count, buf, &cb, NULL,
+                      NULL);
+}
+
+EXPORT int64_t
+nbd_aio_pread_structured (struct nbd_handle *h, void *buf, size_t count, uint64_t offset,
+                          nbd_chunk_callback chunk, nbd_completion_callback cb, uint32_t flags)
+{
+  if (!chunk.callback) {
+    nbd_internal_set_context ("nbd_aio_pread_structured");
+    set_error (EFAULT, "chunk cannot be NULL");
+    FREE_CALLBACK (chunk);
+    FREE_CALLBACK (cb);
+    return -1;
+  }
+  return aio_command (h, "nbd_aio_pread_structured", NBD_CMD_READ, flags, LIBNBD_CMD_FLAG_DF,
+                      offset, count, buf, &cb, &chunk, NULL);
+}
+
+EXPORT int64_t
+nbd_aio_pwrite (struct nbd_handle *h, const void *buf, size_t count, uint64_t offset,
+                nbd_completion_callback cb, uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_pwrite", NBD_CMD_WRITE, flags, LIBNBD_CMD_FLAG_FUA, offset,
+                      count, (void *) buf, &cb, NULL, NULL);
+}
+
+EXPORT int64_t
+nbd_aio_flush (struct nbd_handle *h, nbd_completion_callback cb, uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_flush", NBD_CMD_FLUSH, flags, 0, 0, 0, NULL, &cb, NULL, NULL);
+}
+
+EXPORT int64_t
+nbd_aio_trim (struct nbd_handle *h, uint64_t count, uint64_t offset, nbd_completion_callback cb,
+              uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_trim", NBD_CMD_TRIM, flags, LIBNBD_CMD_FLAG_FUA, offset, count,
+                      NULL, &cb, NULL, NULL);
+}
+
+EXPORT int64_t
+nbd_aio_cache (struct nbd_handle *h, uint64_t count, uint64_t offset, nbd_completion_callback cb,
+               uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_cache", NBD_CMD_CACHE, flags, 0, offset, count, NULL, &cb, NULL,
+                      NULL);
+}
+
+EXPORT int64_t
+nbd_aio_zero (struct nbd_handle *h, uint64_t count, uint64_t offset, nbd_completion_callback cb,
+              uint32_t flags)
+{
+  return aio_command (h, "nbd_aio_zero", NBD_CMD_WRITE_ZEROES, flags,
+                      LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO,
+                      offset, count, NULL, &cb, NULL, NULL);
+}
+
+EXPORT int64_t
+nbd_aio_block_status (struct nbd_handle *h, uint64_t count, uint64_t offset,
+                      nbd_extent_callback extent, nbd_completion_callback cb, uint32_t flags)
+{
+  if (!extent.callback) {
+    nbd_internal_set_context ("nbd_aio_block_status");
+    set_error (EFAULT, "extent cannot be NULL");
+    FREE_CALLBACK (extent);
+    FREE_CALLBACK (cb);
+    return -1;
+  }
+  return aio_command (h, "nbd_aio_block_status", NBD_CMD_BLOCK_STATUS, flags,
+                      LIBNBD_CMD_FLAG_REQ_ONE, offset, count, NULL, &cb, NULL, &extent);
+}
+
+EXPORT int
+nbd_aio_disconnect (struct nbd_handle *h, uint32_t flags)
+{
+  int64_t r = -1;
+
+  ENTER (h, "nbd_aio_disconnect", PS_CONNECTED, -1);
+  if (flags != 0)
+    set_error (EINVAL, "flags: invalid value for flag: 0x%" PRIx32, flags);
+  else
+    r = nbd_internal_command (h, NBD_CMD_DISC, 0, 0, 0, NULL, NULL, NULL, NULL);
+  if (r >= 0 && nbd_internal_flush_out (h) == -1)
+    r = -1;
+  LEAVE (h);
+  return r < 0 ? -1 : 0;
+}

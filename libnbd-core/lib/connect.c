@@ -1,0 +1,431 @@
+/* connect.c: every way of getting a socket to a server (Unix, TCP, vsock,
+ * a given fd, a command on a socketpair, systemd socket activation, URIs)
+ * and the public nbd_[aio_]connect_* calls.
+ *
+ * Owns the socket until the handshake starts; never reads or writes NBD.
+ * URI policy (allowed transports, TLS, local files) is applied here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/vm_sockets.h>
+#endif
+
+#include "internal.h"
+#include "subprocess.h"
+#include "uri.h"
+
+static int
+set_nonblock_cloexec (int fd)
+{
+  int fl = fcntl (fd, F_GETFL);
+
+  if (fl == -1 || fcntl (fd, F_SETFL, fl | O_NONBLOCK) == -1)
+    return -1;
+  fl = fcntl (fd, F_GETFD);
+  if (fl == -1 || fcntl (fd, F_SETFD, fl | FD_CLOEXEC) == -1)
+    return -1;
+  return 0;
+}
+
+int
+nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
+{
+  h->fd = fd;
+  if (connecting) {
+    h->state = ST_CONNECTING;
+    return 0;
+  }
+  return nbd_internal_hs_begin (h);
+}
+
+/* A connect that fails at once leaves the handle dead, as libnbd's does: a
+ * handle connects once. */
+static int
+fail_connect (struct nbd_handle *h, int err)
+{
+  nbd_internal_set_dead (h, err);
+  return -1;
+}
+
+int
+nbd_internal_connect_sockaddr (struct nbd_handle *h, const struct sockaddr *sa, socklen_t len)
+{
+  int fd, one = 1;
+
+  fd = socket (sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd == -1) {
+    set_error (errno, "socket");
+    return fail_connect (h, errno);
+  }
+  if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect (fd, sa, len) == 0)
+    return nbd_internal_start_socket (h, fd, false);
+  if (errno == EINPROGRESS || errno == EAGAIN)
+    return nbd_internal_start_socket (h, fd, true);
+  set_error (errno, "connect");
+  int err = errno;
+  close (fd);
+  return fail_connect (h, err);
+}
+
+/* TCP: try each resolved address in turn. */
+static void
+tcp_done (struct nbd_handle *h)
+{
+  if (h->tcp_all)
+    freeaddrinfo (h->tcp_all);
+  h->tcp_all = h->tcp_next = NULL;
+}
+
+static int
+tcp_try_next (struct nbd_handle *h, int last_err)
+{
+  while (h->tcp_next) {
+    struct addrinfo *ai = h->tcp_next;
+    int fd, one = 1;
+
+    h->tcp_next = ai->ai_next;
+    fd = socket (ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd == -1) {
+      last_err = errno;
+      continue;
+    }
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect (fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      tcp_done (h);
+      return nbd_internal_start_socket (h, fd, false);
+    }
+    if (errno == EINPROGRESS) {
+      h->fd = fd;
+      h->state = ST_CONNECTING;
+      return 0;
+    }
+    last_err = errno;
+    close (fd);
+  }
+  tcp_done (h);
+  set_error (last_err, "connect");
+  return fail_connect (h, last_err);
+}
+
+int
+nbd_internal_finish_connect (struct nbd_handle *h)
+{
+  int err = 0;
+  socklen_t len = sizeof err;
+
+  if (getsockopt (h->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+    err = errno;
+  if (err == 0) {
+    tcp_done (h);
+    return nbd_internal_hs_begin (h);
+  }
+  close (h->fd);
+  h->fd = -1;
+  if (h->tcp_all)
+    return tcp_try_next (h, err);
+  set_error (err, "connect");
+  return fail_connect (h, err);
+}
+
+int
+nbd_internal_aio_connect_tcp (struct nbd_handle *h, const char *host, const char *port)
+{
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+  struct addrinfo *res = NULL;
+  int r;
+
+  r = getaddrinfo (host, port, &hints, &res);
+  if (r != 0) {
+    set_error (r == EAI_SYSTEM ? errno : ENOENT, "getaddrinfo: %s:%s: %s", host, port,
+               gai_strerror (r));
+    return fail_connect (h, ENOENT);
+  }
+  if (!h->uri) {
+    struct nbd_uri u = { .transport = NBD_URI_TCP, .host = (char *) host, .port = (char *) port,
+                         .export_name = h->export_name };
+    h->uri = nbd_internal_format_uri (&u);
+  }
+  h->tcp_all = h->tcp_next = res;
+  return tcp_try_next (h, ECONNREFUSED);
+}
+
+int
+nbd_internal_aio_connect_unix (struct nbd_handle *h, const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  size_t len = strlen (path);
+
+  if (len == 0 || len >= sizeof sun.sun_path) {
+    set_error (ENAMETOOLONG, "socket path length %zu is not between 1 and %zu", len,
+               sizeof sun.sun_path - 1);
+    return fail_connect (h, ENAMETOOLONG);
+  }
+  memcpy (sun.sun_path, path, len);
+  return nbd_internal_connect_sockaddr (h, (struct sockaddr *) &sun,
+                                        offsetof (struct sockaddr_un, sun_path) + len + 1);
+}
+
+/* Unix socket with an explicit length: abstract names start with NUL. */
+static int
+connect_unix_n (struct nbd_handle *h, const char *path, size_t len)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+  if (len == 0 || len >= sizeof sun.sun_path) {
+    set_error (ENAMETOOLONG, "socket path length %zu is not between 1 and %zu", len,
+               sizeof sun.sun_path - 1);
+    return fail_connect (h, ENAMETOOLONG);
+  }
+  memcpy (sun.sun_path, path, len);
+  return nbd_internal_connect_sockaddr (h, (struct sockaddr *) &sun,
+                                        offsetof (struct sockaddr_un, sun_path) + len +
+                                        (path[0] != '\0'));
+}
+
+int
+nbd_internal_aio_connect_vsock (struct nbd_handle *h, uint32_t cid, uint32_t port)
+{
+#ifdef AF_VSOCK
+  struct sockaddr_vm svm = { .svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port };
+
+  return nbd_internal_connect_sockaddr (h, (struct sockaddr *) &svm, sizeof svm);
+#else
+  set_error (ENOTSUP, "AF_VSOCK is not supported on this platform");
+  return fail_connect (h, ENOTSUP);
+#endif
+}
+
+int
+nbd_internal_aio_connect_command (struct nbd_handle *h, char **argv)
+{
+  int sock;
+  pid_t pid;
+
+  if (!argv[0]) {
+    set_error (EINVAL, "argv is empty");
+    return -1;
+  }
+  if (nbd_internal_spawn_command (argv, &sock, &pid) == -1)
+    return fail_connect (h, nbd_get_errno ());
+  h->pid = pid;
+  return nbd_internal_start_socket (h, sock, false);
+}
+
+int
+nbd_internal_aio_connect_sa (struct nbd_handle *h, char **argv)
+{
+  if (!argv[0]) {
+    set_error (EINVAL, "argv is empty");
+    return -1;
+  }
+  if (nbd_internal_spawn_socket_activation (argv, &h->sa_tmpdir, &h->sa_sockpath, &h->pid) == -1)
+    return fail_connect (h, nbd_get_errno ());
+  return nbd_internal_aio_connect_unix (h, h->sa_sockpath);
+}
+
+/* URIs: parse, apply the handle's URI policy, set what the URI says, then
+ * connect the way it says. */
+int
+nbd_internal_aio_connect_uri (struct nbd_handle *h, const char *str)
+{
+  struct nbd_uri u;
+  uint32_t transport_bit;
+  int r = -1;
+
+  if (nbd_internal_parse_uri (str, &u) == -1)
+    return -1;
+  transport_bit = u.transport == NBD_URI_TCP ? LIBNBD_ALLOW_TRANSPORT_TCP
+                  : u.transport == NBD_URI_UNIX ? LIBNBD_ALLOW_TRANSPORT_UNIX
+                  : LIBNBD_ALLOW_TRANSPORT_VSOCK;
+  if (!(h->uri_allow_transports & transport_bit)) {
+    set_error (EPERM, "URI transport %s is not allowed on this handle",
+               u.transport == NBD_URI_TCP ? "tcp" : u.transport == NBD_URI_UNIX ? "unix" : "vsock");
+    goto out;
+  }
+  if (u.tls && h->uri_allow_tls == LIBNBD_TLS_DISABLE) {
+    set_error (EPERM, "URI requires TLS, which is not allowed on this handle");
+    goto out;
+  }
+  if (!u.tls && h->uri_allow_tls == LIBNBD_TLS_REQUIRE) {
+    set_error (EPERM, "URI does not use TLS, but TLS is required on this handle");
+    goto out;
+  }
+  if ((u.tls_certificates || u.tls_psk_file) && !h->uri_allow_local_file) {
+    set_error (EPERM, "URI refers to a local file (%s), which is not allowed: see "
+               "nbd_set_uri_allow_local_file", u.tls_certificates ? "tls-certificates"
+               : "tls-psk-file");
+    goto out;
+  }
+  if ((u.tls_certificates || u.tls_psk_file) && !u.tls) {
+    set_error (EINVAL, "URI gives %s, but its scheme does not use TLS",
+               u.tls_certificates ? "tls-certificates" : "tls-psk-file");
+    goto out;
+  }
+  if (u.tls) {
+    if (!(HAVE_GNUTLS && NBD_CORE_TLS_READY)) {
+      set_error (ENOTSUP, "URI requires TLS (nbds), but libnbd-core was built without TLS "
+                 "support");
+      goto out;
+    }
+    h->tls = LIBNBD_TLS_REQUIRE;
+  }
+  free (h->export_name);
+  h->export_name = strdup (u.export_name);
+  if (u.username) {
+    free (h->tls_username);
+    h->tls_username = strdup (u.username);
+  }
+  if (u.tls_certificates) {
+    free (h->tls_certificates);
+    h->tls_certificates = strdup (u.tls_certificates);
+  }
+  if (u.tls_psk_file) {
+    free (h->tls_psk_file);
+    h->tls_psk_file = strdup (u.tls_psk_file);
+  }
+  if (!h->export_name) {
+    set_error (ENOMEM, "strdup");
+    goto out;
+  }
+  free (h->uri);
+  h->uri = strdup (str);
+  switch (u.transport) {
+  case NBD_URI_TCP:
+    r = nbd_internal_aio_connect_tcp (h, u.host, u.port);
+    break;
+  case NBD_URI_UNIX:
+    r = connect_unix_n (h, u.socket, u.socket_len);
+    break;
+  case NBD_URI_VSOCK:
+    r = nbd_internal_aio_connect_vsock (h, u.cid, (uint32_t) strtoul (u.port, NULL, 10));
+    break;
+  }
+out:
+  nbd_internal_free_uri (&u);
+  return r;
+}
+
+/* ---- Public calls ----------------------------------------------------- */
+
+/* Each connect has an aio form and a sync form that waits for the
+ * handshake (or, in opt mode, for negotiation to begin). */
+#define CONNECT_PAIR(syncname, aioname, params, args)                    \
+  EXPORT int aioname params                                              \
+  {                                                                      \
+    int r;                                                               \
+    ENTER (h, #aioname, PS_CREATED, -1);                                 \
+    r = IMPL args;                                                       \
+    LEAVE (h);                                                           \
+    return r;                                                            \
+  }                                                                      \
+  EXPORT int syncname params                                             \
+  {                                                                      \
+    int r;                                                               \
+    ENTER (h, #syncname, PS_CREATED, -1);                                \
+    r = IMPL args;                                                       \
+    if (r == 0)                                                          \
+      r = nbd_internal_wait_connected (h);                               \
+    LEAVE (h);                                                           \
+    return r;                                                            \
+  }
+
+#define IMPL nbd_internal_aio_connect_uri
+CONNECT_PAIR (nbd_connect_uri, nbd_aio_connect_uri, (struct nbd_handle *h, const char *uri),
+              (h, uri))
+#undef IMPL
+
+static int
+connect_unix_impl (struct nbd_handle *h, const char *path)
+{
+  int r = nbd_internal_aio_connect_unix (h, path);
+
+  if (r == 0 && !h->uri) {
+    char *enc = NULL;
+    struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = (char *) path,
+                         .socket_len = strlen (path), .export_name = h->export_name };
+    enc = nbd_internal_format_uri (&u);
+    h->uri = enc;
+  }
+  return r;
+}
+#define IMPL connect_unix_impl
+CONNECT_PAIR (nbd_connect_unix, nbd_aio_connect_unix,
+              (struct nbd_handle *h, const char *unixsocket), (h, unixsocket))
+#undef IMPL
+
+#define IMPL nbd_internal_aio_connect_tcp
+CONNECT_PAIR (nbd_connect_tcp, nbd_aio_connect_tcp,
+              (struct nbd_handle *h, const char *hostname, const char *port),
+              (h, hostname, port))
+#undef IMPL
+
+#define IMPL nbd_internal_aio_connect_vsock
+CONNECT_PAIR (nbd_connect_vsock, nbd_aio_connect_vsock,
+              (struct nbd_handle *h, uint32_t cid, uint32_t port), (h, cid, port))
+#undef IMPL
+
+static int
+connect_socket_impl (struct nbd_handle *h, int sock)
+{
+  if (sock < 0) {
+    set_error (EBADF, "invalid socket %d", sock);
+    return -1;
+  }
+  if (set_nonblock_cloexec (sock) == -1) {
+    set_error (errno, "fcntl");
+    return fail_connect (h, errno);
+  }
+  return nbd_internal_start_socket (h, sock, false);
+}
+#define IMPL connect_socket_impl
+CONNECT_PAIR (nbd_connect_socket, nbd_aio_connect_socket, (struct nbd_handle *h, int sock),
+              (h, sock))
+#undef IMPL
+
+#define IMPL nbd_internal_aio_connect_command
+CONNECT_PAIR (nbd_connect_command, nbd_aio_connect_command, (struct nbd_handle *h, char **argv),
+              (h, argv))
+#undef IMPL
+
+#define IMPL nbd_internal_aio_connect_sa
+CONNECT_PAIR (nbd_connect_systemd_socket_activation, nbd_aio_connect_systemd_socket_activation,
+              (struct nbd_handle *h, char **argv), (h, argv))
+#undef IMPL
+
+EXPORT int
+nbd_aio_connect (struct nbd_handle *h, const struct sockaddr *addr, socklen_t addrlen)
+{
+  int r;
+
+  ENTER (h, "nbd_aio_connect", PS_CREATED, -1);
+  r = nbd_internal_connect_sockaddr (h, addr, addrlen);
+  LEAVE (h);
+  return r;
+}
+
+EXPORT char *
+nbd_get_uri (struct nbd_handle *h)
+{
+  char *r = NULL;
+
+  ENTER (h, "nbd_get_uri", PS_CONNECTING | PS_NEGOTIATING | PS_CONNECTED | PS_CLOSED | PS_DEAD,
+         NULL);
+  if (!h->uri)
+    set_error (ENOTSUP, "this kind of connection (a socket or a command) has no URI");
+  else if (!(r = strdup (h->uri)))
+    set_error (errno, "strdup");
+  LEAVE (h);
+  return r;
+}

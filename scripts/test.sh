@@ -1,0 +1,139 @@
+#!/bin/bash
+# test.sh: the whole test suite, as CI runs it (.ci/run calls exactly this).
+#
+# Installs what is missing (scripts/deps.sh), then for each enabled pass
+# configures a build directory under the repository root, builds it with
+# -Dwerror=true and runs `meson test`.  Any sanitizer report is fatal.
+# Exits non-zero if any pass fails; ends with one "total: N passed, N failed"
+# line.
+#
+# Passes (run all enabled ones, or name some: bash scripts/test.sh asan):
+#   asan      build-asan, -Db_sanitize=address,undefined      enabled
+#   tsan      build-tsan, -Db_sanitize=thread                 not yet (works for
+#             the servers selftest and write-read against system libnbd)
+#   valgrind  build-valgrind (no sanitizer), tests under valgrind   not yet
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+
+# The passes that work today.  A later issue enables one by adding it here.
+default_passes=(asan)
+
+export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1
+export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1
+
+total_pass=0
+total_fail=0
+total_skip=0
+failed_passes=()
+
+# setup DIR MESON_ARGS...: configure DIR, or reconfigure it with the same
+# arguments if it already exists.
+setup () {
+  local dir=$1
+  shift
+  if [[ -f $dir/meson-private/coredata.dat ]]; then
+    meson setup --reconfigure "$dir" "$@" || return
+  else
+    rm -rf "$dir"
+    meson setup "$dir" "$@" || return
+  fi
+}
+
+# count DIR NAME: add the results of pass NAME (its meson test log in DIR)
+# to the totals and print "NAME: N passed, N failed, N skipped".
+count () {
+  local dir=$1 name=$2 log
+  local pass=0 fail=0 skip=0
+  # meson appends the wrapper's name to the log base (testlog-valgrind-valgrind).
+  log=$(ls -t "$dir/meson-logs/testlog-$name"*.json 2>/dev/null | head -n 1 || true)
+  if [[ -n $log ]]; then
+    read -r pass fail skip < <(python3 - "$log" <<'EOF'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"):
+        p += 1
+    elif r == "SKIP":
+        s += 1
+    else:
+        f += 1
+print(p, f, s)
+EOF
+    )
+  fi
+  echo "$name: $pass passed, $fail failed, $skip skipped"
+  total_pass=$((total_pass + pass))
+  total_fail=$((total_fail + fail))
+  total_skip=$((total_skip + skip))
+}
+
+# run_tests DIR NAME [MESON_TEST_ARGS...]
+run_tests () {
+  local dir=$1 name=$2 rc=0
+  shift 2
+  rm -f "$dir/meson-logs/testlog-$name"*.json
+  meson test -C "$dir" --print-errorlogs --logbase "testlog-$name" "$@" || rc=$?
+  count "$dir" "$name"
+  return $rc
+}
+
+# Each pass chains its steps with || return: it runs inside `if`, where
+# set -e does not apply.
+pass_asan () {
+  setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true || return
+  meson compile -C build-asan || return
+  run_tests build-asan asan --timeout-multiplier 2
+}
+
+# ThreadSanitizer: its own build, since it cannot be combined with ASan.
+pass_tsan () {
+  setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true || return
+  meson compile -C build-tsan || return
+  run_tests build-tsan tsan --timeout-multiplier 3
+}
+
+# valgrind needs a build without sanitizers; it uses build-valgrind and
+# meson's own wrapper (--wrapper), with leaks and errors fatal.
+pass_valgrind () {
+  setup build-valgrind -Dwerror=true || return
+  meson compile -C build-valgrind || return
+  run_tests build-valgrind valgrind --timeout-multiplier 10 \
+    --wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet'
+}
+
+main () {
+  local passes=("$@")
+  ((${#passes[@]})) || passes=("${default_passes[@]}")
+
+  bash "$root/scripts/deps.sh"
+
+  for p in "${passes[@]}"; do
+    if ! declare -F "pass_$p" >/dev/null; then
+      echo "test.sh: unknown pass '$p' (asan, tsan, valgrind)" >&2
+      exit 2
+    fi
+    echo "=== test.sh: pass $p ==="
+    local fails_before=$total_fail
+    if ! "pass_$p"; then
+      failed_passes+=("$p")
+      # A pass that failed before or besides its tests counts as one failure.
+      if ((total_fail == fails_before)); then
+        echo "$p: failed outside the tests (setup, build or test runner)"
+        total_fail=$((total_fail + 1))
+      fi
+    fi
+  done
+
+  ((${#failed_passes[@]} == 0)) || echo "test.sh: failed passes: ${failed_passes[*]}"
+  echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"
+  ((${#failed_passes[@]} == 0 && total_fail == 0))
+}
+
+main "$@"
