@@ -363,6 +363,76 @@ extern int nbd_supports_uri (struct nbd_handle *h) LIBNBD_ATTRIBUTE_NONNULL (1);
 extern char *nbd_get_uri (struct nbd_handle *h)
   LIBNBD_ATTRIBUTE_ALLOC_DEALLOC (__builtin_free) LIBNBD_ATTRIBUTE_NONNULL (1);
 
+/* ---- The concurrent writer (libnbd-core only) -------------------------
+ *
+ * NAME
+ *   nbd_set_concurrent_writer - send through a writer of your own, on
+ *   another thread, so that sending and receiving overlap on one socket
+ *
+ * SYNOPSIS
+ *   typedef void (*nbd_writer_cb) (void *data, const void *buf, size_t len);
+ *   int nbd_set_concurrent_writer (struct nbd_handle *h, void *data,
+ *                                  nbd_writer_cb writer);
+ *   int nbd_concurrent_writer_error (struct nbd_handle *h, int err);
+ *
+ * DESCRIPTION
+ *   Once a writer is set, every byte the state machine would send(2) is
+ *   handed to writer(data, buf, len) instead, in order.  The state machine
+ *   treats the bytes as sent: it never waits for the socket to be writable,
+ *   so nbd_aio_get_direction(3) never includes LIBNBD_AIO_DIRECTION_WRITE,
+ *   and a poll loop only watches for POLLIN.  A thread of yours writes the
+ *   queued bytes to nbd_aio_get_fd(3) while the state machine reads replies
+ *   on the same socket, so sending and receiving run at the same time.
+ *
+ *   The writer callback runs with the handle lock held, from whichever
+ *   thread is driving the handle.  It must not block and must not call any
+ *   nbd_* function on this handle.  buf is valid only during the call: copy
+ *   the bytes (into a ring, say) and return.  The callback cannot fail: if
+ *   it cannot queue the bytes, or if your thread later fails to send them,
+ *   report it with nbd_concurrent_writer_error.
+ *
+ *   End of stream: writer(data, NULL, 0) means that no more bytes will
+ *   come (NBD_CMD_DISC was the last request).  Your thread must send every
+ *   byte queued before it and then shut down the socket's write side
+ *   (shutdown(fd, SHUT_WR)); the core does not shut it down itself while a
+ *   writer is set, so that the shutdown can never overtake queued bytes.
+ *
+ *   nbd_concurrent_writer_error(h, err) records that the writer failed with
+ *   errno err (any non-zero value; 0 is EINVAL).  Only the first error is
+ *   kept; later calls return 0 and change nothing.  It takes no lock and is
+ *   safe from any thread at any moment, also while another thread holds the
+ *   handle lock or is inside the writer callback.  It wakes any thread
+ *   polling the socket (the socket is shut down in both directions); the
+ *   next step of the state machine then kills the connection: the handle
+ *   becomes dead and every pending command completes with err.
+ *
+ *   With a writer set the core never closes the socket before nbd_close(3),
+ *   so the fd your thread writes to stays valid: stop your thread before
+ *   calling nbd_close.
+ *
+ *   The four steps:
+ *     1. create the handle and your queue (a ring) and start your thread;
+ *     2. nbd_set_concurrent_writer(h, &ring, enqueue_callback);
+ *     3. connect and issue commands as usual; your thread writes what the
+ *        callback queued to nbd_aio_get_fd(h), reporting failures with
+ *        nbd_concurrent_writer_error(h, errno), and on the end-of-stream
+ *        mark sends the rest and calls shutdown(fd, SHUT_WR);
+ *     4. after nbd_shutdown(3) (or the handle died), stop your thread, then
+ *        nbd_close(3).
+ *
+ * HANDLE STATE
+ *   nbd_set_concurrent_writer may be called when the handle is newly
+ *   created, connecting, or connected; once only (a second call is EINVAL).
+ *
+ * RETURN VALUE
+ *   0 on success, -1 on error (see nbd_get_error(3), nbd_get_errno(3)).
+ */
+typedef void (*nbd_writer_cb) (void *data, const void *buf, size_t len);
+extern int nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb writer)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+extern int nbd_concurrent_writer_error (struct nbd_handle *h, int err)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+
 /* ---- Witness macros: one per call this header declares ---------------- */
 
 #define LIBNBD_HAVE_NBD_CREATE 1
@@ -491,6 +561,8 @@ extern char *nbd_get_uri (struct nbd_handle *h)
 #define LIBNBD_HAVE_NBD_SUPPORTS_TLS 1
 #define LIBNBD_HAVE_NBD_SUPPORTS_URI 1
 #define LIBNBD_HAVE_NBD_GET_URI 1
+#define LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER 1
+#define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_ERROR 1
 
 #ifdef __cplusplus
 }

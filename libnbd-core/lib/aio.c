@@ -7,19 +7,27 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 /* ---- Death and closing ------------------------------------------------ */
 
+/* The socket goes at once, except under a concurrent writer: its thread
+ * may still be writing to the fd, which must not be closed (and its number
+ * reused) before nbd_close.  Shutting it down stops all traffic. */
 static void
 drop_socket (struct nbd_handle *h)
 {
-  if (h->fd >= 0) {
-    close (h->fd);
-    h->fd = -1;
+  if (h->fd < 0)
+    return;
+  if (h->writer) {
+    shutdown (h->fd, SHUT_RDWR);
+    return;
   }
+  close (h->fd);
+  nbd_internal_set_fd (h, -1);
 }
 
 void
@@ -53,13 +61,16 @@ unsigned
 nbd_internal_direction (const struct nbd_handle *h)
 {
   switch (h->state) {
+  /* With a concurrent writer nothing ever waits for POLLOUT: even a TCP
+   * connect in progress is finished by the server's first bytes. */
   case ST_CONNECTING:
-    return LIBNBD_AIO_DIRECTION_WRITE;
+    return h->writer ? LIBNBD_AIO_DIRECTION_READ : LIBNBD_AIO_DIRECTION_WRITE;
   case ST_HANDSHAKE:
-    return h->hs_out_pos < h->hs_out_len ? LIBNBD_AIO_DIRECTION_WRITE
-                                         : LIBNBD_AIO_DIRECTION_READ;
+    return h->hs_out_pos < h->hs_out_len && !h->writer ? LIBNBD_AIO_DIRECTION_WRITE
+                                                       : LIBNBD_AIO_DIRECTION_READ;
   case ST_READY:
-    return LIBNBD_AIO_DIRECTION_READ | (h->to_issue ? LIBNBD_AIO_DIRECTION_WRITE : 0);
+    return LIBNBD_AIO_DIRECTION_READ |
+           (h->to_issue && !h->writer ? LIBNBD_AIO_DIRECTION_WRITE : 0);
   default:
     return 0;
   }
@@ -68,7 +79,11 @@ nbd_internal_direction (const struct nbd_handle *h)
 int
 nbd_internal_notify_read (struct nbd_handle *h)
 {
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   switch (h->state) {
+  case ST_CONNECTING:
+    return h->writer ? nbd_internal_finish_connect (h) : 0;
   case ST_HANDSHAKE:
     return nbd_internal_hs_run (h);
   case ST_READY:
@@ -86,6 +101,8 @@ nbd_internal_notify_read (struct nbd_handle *h)
 int
 nbd_internal_notify_write (struct nbd_handle *h)
 {
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   switch (h->state) {
   case ST_CONNECTING:
     return nbd_internal_finish_connect (h);
@@ -170,15 +187,14 @@ nbd_internal_aio_command_completed (struct nbd_handle *h, uint64_t cookie)
   for (cmd = h->done; cmd; prev = cmd, cmd = cmd->next)
     if (cmd->cookie == cookie)
       break;
+  /* As in libnbd, any cookie not among the completed commands (in flight,
+   * already retired or never issued) reads as "not completed yet". */
   if (!cmd) {
-    for (uint32_t i = 0; i < h->nr_slots; i++) {
-      struct command *c = h->slots[i];
-      if (c->cookie == cookie && (c->state == CMD_QUEUED || c->state == CMD_IN_FLIGHT))
-        return 0;
+    if (cookie < 1) {
+      set_error (EINVAL, "invalid aio cookie %" PRIu64, cookie);
+      return -1;
     }
-    set_error (EINVAL, "invalid command cookie %" PRIu64 ": not in flight or already retired",
-               cookie);
-    return -1;
+    return 0;
   }
   if (prev)
     prev->next = cmd->next;
@@ -189,6 +205,8 @@ nbd_internal_aio_command_completed (struct nbd_handle *h, uint64_t cookie)
   err = cmd->error;
   if (err)
     set_error (err, "%s", cmd->why ? cmd->why : "command failed");
+  FREE_CALLBACK (cmd->mcb.chunk);
+  FREE_CALLBACK (cmd->cb);
   nbd_internal_release_command (h, cmd);
   return err ? -1 : 1;
 }

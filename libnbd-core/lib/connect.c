@@ -40,7 +40,7 @@ set_nonblock_cloexec (int fd)
 int
 nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
 {
-  h->fd = fd;
+  nbd_internal_set_fd (h, fd);
   if (connecting) {
     h->state = ST_CONNECTING;
     return 0;
@@ -107,7 +107,7 @@ tcp_try_next (struct nbd_handle *h, int last_err)
       return nbd_internal_start_socket (h, fd, false);
     }
     if (errno == EINPROGRESS) {
-      h->fd = fd;
+      nbd_internal_set_fd (h, fd);
       h->state = ST_CONNECTING;
       return 0;
     }
@@ -132,7 +132,7 @@ nbd_internal_finish_connect (struct nbd_handle *h)
     return nbd_internal_hs_begin (h);
   }
   close (h->fd);
-  h->fd = -1;
+  nbd_internal_set_fd (h, -1);
   if (h->tcp_all)
     return tcp_try_next (h, err);
   set_error (err, "connect");

@@ -205,7 +205,7 @@ nbd_create (void)
     return NULL;
   }
   pthread_mutex_init (&h->lock, NULL);
-  h->fd = -1;
+  nbd_internal_set_fd (h, -1);
   h->pid = -1;
   h->unique = 1;
   h->tls_verify_peer = true;
@@ -445,7 +445,8 @@ nbd_get_handshake_flags (struct nbd_handle *h)
   uint32_t r;
 
   ENTER (h, "nbd_get_handshake_flags", PS_ANY, 0);
-  r = h->handshake_flags;
+  /* As libnbd: once the server's flags are in, what both sides agreed. */
+  r = h->protocol ? h->gflags : h->handshake_flags;
   LEAVE (h);
   return r;
 }

@@ -750,6 +750,11 @@ nbd_internal_hs_run (struct nbd_handle *h)
   for (;;) {
     if (h->state != ST_HANDSHAKE)
       return 0;
+    if (h->hs_out_pos < h->hs_out_len && h->writer) {
+      nbd_internal_writer_send (h, h->hs_out + h->hs_out_pos, h->hs_out_len - h->hs_out_pos);
+      h->hs_out_pos = h->hs_out_len;
+      continue;
+    }
     if (h->hs_out_pos < h->hs_out_len) {
       ssize_t n = send (h->fd, h->hs_out + h->hs_out_pos, h->hs_out_len - h->hs_out_pos,
                         MSG_NOSIGNAL);
@@ -791,6 +796,8 @@ nbd_internal_hs_run (struct nbd_handle *h)
       goto dead;
   }
 dead:
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   nbd_internal_set_dead (h, nbd_get_errno () ? nbd_get_errno () : EPROTO);
   return -1;
 }

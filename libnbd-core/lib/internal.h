@@ -179,6 +179,12 @@ struct nbd_handle {
   bool disc_queued;
   bool shut_wr_done;
 
+  /* The concurrent writer (writer.c). */
+  nbd_writer_cb writer;
+  void *writer_data;
+  _Atomic int writer_err;       /* first error the writer reported, 0 if none */
+  _Atomic int wake_fd;          /* h->fd, for nbd_concurrent_writer_error */
+
   /* Negotiated facts. */
   const char *protocol;
   uint16_t gflags;              /* server handshake flags actually used */
@@ -332,6 +338,14 @@ void nbd_internal_abort_commands (struct nbd_handle *h, int errnum);
 int nbd_internal_wait_connected (struct nbd_handle *h);
 int nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie);
 int nbd_internal_aio_command_completed (struct nbd_handle *h, uint64_t cookie);
+
+/* ---- writer.c -------------------------------------------------------- */
+
+/* Hand bytes to the writer (len 0: end of stream). */
+void nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len);
+/* If the writer reported an error, kill the connection; returns -1 then. */
+int nbd_internal_writer_check (struct nbd_handle *h);
+void nbd_internal_set_fd (struct nbd_handle *h, int fd);
 
 /* ---- Callbacks -------------------------------------------------------- */
 

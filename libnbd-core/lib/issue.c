@@ -214,7 +214,7 @@ nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint6
 {
   struct command *cmd;
 
-  if (check_command (h, type, flags, offset, count) == -1)
+  if (nbd_internal_writer_check (h) == -1 || check_command (h, type, flags, offset, count) == -1)
     return -1;
   cmd = get_command (h);
   if (!cmd)
@@ -265,8 +265,10 @@ nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint6
 
   /* A lone request goes out at once (latency); requests queued behind it
    * wait for the next event, so that a burst leaves in one sendmsg. */
-  if (h->to_issue == cmd && h->in_flight <= 1 && nbd_internal_flush_out (h) == -1)
-    return -1;
+  /* Once queued the command is the caller's: if sending kills the
+   * connection, it completes with the error like any other. */
+  if (h->writer || (h->to_issue == cmd && h->in_flight <= 1))
+    nbd_internal_flush_out (h);
   return (int64_t) cmd->cookie;
 }
 
@@ -294,7 +296,11 @@ issued (struct nbd_handle *h)
     nbd_internal_release_command (h, cmd);
     h->disc_sent = true;
     if (!h->shut_wr_done) {
-      shutdown (h->fd, SHUT_WR);
+      /* The writer shuts the write side itself, after what it queued. */
+      if (h->writer)
+        nbd_internal_writer_send (h, NULL, 0);
+      else
+        shutdown (h->fd, SHUT_WR);
       h->shut_wr_done = true;
     }
   }
@@ -302,9 +308,33 @@ issued (struct nbd_handle *h)
     cmd->state = CMD_IN_FLIGHT;
 }
 
+/* Under a concurrent writer: hand every queued byte over, then all of it
+ * counts as sent. */
+static int
+flush_to_writer (struct nbd_handle *h)
+{
+  while (h->to_issue) {
+    struct command *cmd = h->to_issue;
+    size_t hlen = sizeof cmd->req, skip = h->out_pos;
+
+    if (skip < hlen) {
+      nbd_internal_writer_send (h, (char *) &cmd->req + skip, hlen - skip);
+      skip = 0;
+    }
+    else
+      skip -= hlen;
+    if (cmd->type == NBD_CMD_WRITE && cmd->count > skip)
+      nbd_internal_writer_send (h, (char *) cmd->data + skip, cmd->count - skip);
+    issued (h);
+  }
+  return 0;
+}
+
 int
 nbd_internal_flush_out (struct nbd_handle *h)
 {
+  if (h->writer)
+    return flush_to_writer (h);
   while (h->to_issue) {
     struct iovec iov[IOV_BATCH];
     struct msghdr msg = { .msg_iov = iov };
@@ -409,9 +439,11 @@ nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd)
         cmd->why = "command failed in its completion callback";
     }
   }
-  FREE_CALLBACK (cmd->mcb.chunk);
-  FREE_CALLBACK (cmd->cb);
+  /* As in libnbd, the .free functions run when the command is retired:
+   * here if the completion retires it, else in nbd_aio_command_completed. */
   if (r == 1) {
+    FREE_CALLBACK (cmd->mcb.chunk);
+    FREE_CALLBACK (cmd->cb);
     nbd_internal_release_command (h, cmd);
     return;
   }

@@ -16,6 +16,8 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
   unsigned dir;
   int r;
 
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   if (h->state == ST_READY && h->to_issue && nbd_internal_flush_out (h) == -1)
     return -1;
   dir = nbd_internal_direction (h);
@@ -38,6 +40,8 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
   }
   if (r == 0)
     return 0;
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   /* Replies first: reading may be what lets the server take more. */
   if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
     if (nbd_internal_notify_read (h) == -1)

@@ -195,8 +195,6 @@ simple_reply (struct nbd_handle *h)
     return 0;
   }
   if (cmd->type == NBD_CMD_READ) {
-    cmd->data_seen = cmd->count;
-    cmd->fill_end = cmd->offset + cmd->count;
     expect_data (h, cmd->data, cmd->count);
     h->rtype = NBD_REPLY_TYPE_NONE;     /* marks the simple read payload */
     h->rflags = NBD_REPLY_FLAG_DONE;
@@ -276,8 +274,6 @@ data_offset (struct nbd_handle *h)
   off = be64toh (off);
   if (!in_bounds (cmd, off, h->rlen_data))
     return protocol_error (h, "data chunk outside the read request");
-  if (!record_range (cmd, off, off + h->rlen_data))
-    command_error (cmd, EPROTO, "server sent overlapping data chunks");
   h->roffset = off;
   expect_data (h, (char *) cmd->data + (off - cmd->offset), h->rlen_data);
   return 0;
@@ -416,6 +412,14 @@ data_done (struct nbd_handle *h)
 {
   struct command *cmd = h->rcmd;
 
+  /* Only now is the range filled: a reply cut short leaves it unfilled, to
+   * be zeroed (pread_initialize) before the completion callback. */
+  if (h->rtype == NBD_REPLY_TYPE_NONE) {
+    cmd->data_seen = cmd->count;
+    cmd->fill_end = cmd->offset + cmd->count;
+  }
+  else if (!record_range (cmd, h->roffset, h->roffset + h->rlen_data))
+    command_error (cmd, EPROTO, "server sent overlapping data chunks");
   if (h->rtype == NBD_REPLY_TYPE_OFFSET_DATA)
     call_chunk (h, cmd, (char *) cmd->data + (h->roffset - cmd->offset), h->rlen_data,
                 h->roffset, LIBNBD_READ_DATA);
@@ -491,6 +495,8 @@ parse_buffer (struct nbd_handle *h)
 static int
 eof (struct nbd_handle *h)
 {
+  if (nbd_internal_writer_check (h) == -1)
+    return -1;
   if (h->disc_sent && h->in_flight == 0 && h->rstate == R_HDR && h->rhdr_len == 0) {
     nbd_internal_set_closed (h);
     return 0;
@@ -547,6 +553,8 @@ nbd_internal_recv_replies (struct nbd_handle *h)
         nbd_internal_set_closed (h);
         return 0;
       }
+      if (nbd_internal_writer_check (h) == -1)
+        return -1;
       set_error (errno, "recv");
       nbd_internal_set_dead (h, errno);
       return -1;
