@@ -127,6 +127,14 @@ typedef struct {
   void (*free) (void *user_data);
 } nbd_context_callback;
 
+/* libnbd 1.14 has a witness for each callback type too. */
+#define LIBNBD_HAVE_NBD_CHUNK_CALLBACK 1
+#define LIBNBD_HAVE_NBD_COMPLETION_CALLBACK 1
+#define LIBNBD_HAVE_NBD_DEBUG_CALLBACK 1
+#define LIBNBD_HAVE_NBD_EXTENT_CALLBACK 1
+#define LIBNBD_HAVE_NBD_LIST_CALLBACK 1
+#define LIBNBD_HAVE_NBD_CONTEXT_CALLBACK 1
+
 #define NBD_NULL_COMPLETION ((nbd_completion_callback){ .callback = NULL })
 
 /* ---- Handle, errors, debug -------------------------------------------- */
@@ -408,7 +416,10 @@ extern char *nbd_get_uri (struct nbd_handle *h)
  *
  *   With a writer set the core never closes the socket before nbd_close(3),
  *   so the fd your thread writes to stays valid: stop your thread before
- *   calling nbd_close.
+ *   calling nbd_close.  Your thread may ask nbd_aio_get_fd(3) for it at
+ *   any time: that call takes no lock, so it answers even while a sync
+ *   call (nbd_connect_*, nbd_pread...) holds the handle waiting for replies
+ *   to the very bytes your thread has yet to send.
  *
  *   The four steps:
  *     1. create the handle and your queue (a ring) and start your thread;

@@ -23,7 +23,10 @@ drop_socket (struct nbd_handle *h)
   if (h->fd < 0)
     return;
   if (h->writer) {
-    shutdown (h->fd, SHUT_RDWR);
+    /* Closing is orderly: what the writer still holds (NBD_OPT_ABORT)
+     * must go out, and its thread shuts the write side itself. */
+    if (h->state != ST_CLOSED)
+      shutdown (h->fd, SHUT_RDWR);
     return;
   }
   close (h->fd);
@@ -66,11 +69,12 @@ nbd_internal_direction (const struct nbd_handle *h)
   case ST_CONNECTING:
     return h->writer ? LIBNBD_AIO_DIRECTION_READ : LIBNBD_AIO_DIRECTION_WRITE;
   case ST_HANDSHAKE:
-    return h->hs_out_pos < h->hs_out_len && !h->writer ? LIBNBD_AIO_DIRECTION_WRITE
-                                                       : LIBNBD_AIO_DIRECTION_READ;
+    return (h->hs_out_pos < h->hs_out_len || nbd_internal_tls_out_waiting (h)) && !h->writer
+           ? LIBNBD_AIO_DIRECTION_WRITE : LIBNBD_AIO_DIRECTION_READ;
   case ST_READY:
     return LIBNBD_AIO_DIRECTION_READ |
-           (h->to_issue && !h->writer ? LIBNBD_AIO_DIRECTION_WRITE : 0);
+           ((h->to_issue || nbd_internal_tls_out_waiting (h)) && !h->writer
+            ? LIBNBD_AIO_DIRECTION_WRITE : 0);
   default:
     return 0;
   }
@@ -89,8 +93,9 @@ nbd_internal_notify_read (struct nbd_handle *h)
   case ST_READY:
     if (nbd_internal_recv_replies (h) == -1)
       return -1;
-    /* Replies free the server to take more: send what queued meanwhile. */
-    if (h->state == ST_READY && h->to_issue)
+    /* Replies free the server to take more: send what queued meanwhile
+     * (under TLS also what GnuTLS itself answered while reading). */
+    if (h->state == ST_READY && (h->to_issue || nbd_internal_tls_out_waiting (h)))
       return nbd_internal_flush_out (h);
     return 0;
   default:
@@ -115,13 +120,32 @@ nbd_internal_notify_write (struct nbd_handle *h)
   }
 }
 
+/* As in libnbd, an event is an error where the state machine has no
+ * socket to act on. */
+static bool
+event_valid (struct nbd_handle *h, int event)
+{
+  switch (h->state) {
+  case ST_CREATED:
+  case ST_NEGOTIATING:
+  case ST_DEAD:
+  case ST_CLOSED:
+    set_error (EINVAL, "external event %d is invalid in state %s", event,
+               nbd_internal_state_name (h));
+    return false;
+  default:
+    return true;
+  }
+}
+
 EXPORT int
 nbd_aio_notify_read (struct nbd_handle *h)
 {
-  int r;
+  int r = -1;
 
   ENTER (h, "nbd_aio_notify_read", PS_ANY, -1);
-  r = nbd_internal_notify_read (h);
+  if (event_valid (h, 0))
+    r = nbd_internal_notify_read (h);
   LEAVE (h);
   return r;
 }
@@ -129,10 +153,11 @@ nbd_aio_notify_read (struct nbd_handle *h)
 EXPORT int
 nbd_aio_notify_write (struct nbd_handle *h)
 {
-  int r;
+  int r = -1;
 
   ENTER (h, "nbd_aio_notify_write", PS_ANY, -1);
-  r = nbd_internal_notify_write (h);
+  if (event_valid (h, 1))
+    r = nbd_internal_notify_write (h);
   LEAVE (h);
   return r;
 }
@@ -142,11 +167,13 @@ nbd_aio_get_fd (struct nbd_handle *h)
 {
   int r;
 
-  ENTER (h, "nbd_aio_get_fd", PS_ANY, -1);
-  r = h->fd;
+  /* Lock-free (wake_fd mirrors h->fd): a concurrent writer's thread asks
+   * for the fd while a sync call holds the lock across poll(2), waiting
+   * for replies to the very bytes that thread has yet to send. */
+  ENTER_NOLOCK ("nbd_aio_get_fd");
+  r = atomic_load (&h->wake_fd);
   if (r < 0)
     set_error (EINVAL, "connection is not established");
-  LEAVE (h);
   return r;
 }
 
@@ -264,6 +291,23 @@ flags_ok (struct nbd_handle *h, uint32_t flags, uint32_t allowed)
   return true;
 }
 
+/* As libnbd: a closure is missing only if both .callback and .free are NULL
+ * ({.callback = NULL, .free = f} is legal: f runs at retirement), and this
+ * is checked after the handle state, before the flags. */
+bool
+nbd_internal_closure_missing (const nbd_chunk_callback *chunk, const nbd_extent_callback *extent)
+{
+  if (chunk && !chunk->callback && !chunk->free) {
+    set_error (EFAULT, "chunk cannot be NULL");
+    return true;
+  }
+  if (extent && !extent->callback && !extent->free) {
+    set_error (EFAULT, "extent cannot be NULL");
+    return true;
+  }
+  return false;
+}
+
 /* The shape every aio command shares: enter, check flags, queue, leave, and
  * free whichever callbacks the core did not take. */
 static int64_t
@@ -272,13 +316,18 @@ aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fla
              nbd_completion_callback *cb, nbd_chunk_callback *chunk, nbd_extent_callback *extent)
 {
   int64_t r = -1;
+  bool sanitize = type == NBD_CMD_READ;
 
   if (nbd_internal_enter (h, name, PS_CONNECTED)) {
-    if (flags_ok (h, flags, allowed))
+    sanitize = sanitize && h->pread_initialize;
+    if (!nbd_internal_closure_missing (chunk, extent) && flags_ok (h, flags, allowed))
       r = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data, cb, chunk,
                                 extent);
     LEAVE (h);
   }
+  /* As libnbd (pread_initialize): a read refused is never left unzeroed. */
+  if (r == -1 && sanitize && data && count)
+    memset (data, 0, count);
   if (extent)
     FREE_CALLBACK (*extent);
   if (chunk)
@@ -300,13 +349,6 @@ EXPORT int64_t
 nbd_aio_pread_structured (struct nbd_handle *h, void *buf, size_t count, uint64_t offset,
                           nbd_chunk_callback chunk, nbd_completion_callback cb, uint32_t flags)
 {
-  if (!chunk.callback) {
-    nbd_internal_set_context ("nbd_aio_pread_structured");
-    set_error (EFAULT, "chunk cannot be NULL");
-    FREE_CALLBACK (chunk);
-    FREE_CALLBACK (cb);
-    return -1;
-  }
   return aio_command (h, "nbd_aio_pread_structured", NBD_CMD_READ, flags, LIBNBD_CMD_FLAG_DF,
                       offset, count, buf, &cb, &chunk, NULL);
 }
@@ -354,13 +396,6 @@ EXPORT int64_t
 nbd_aio_block_status (struct nbd_handle *h, uint64_t count, uint64_t offset,
                       nbd_extent_callback extent, nbd_completion_callback cb, uint32_t flags)
 {
-  if (!extent.callback) {
-    nbd_internal_set_context ("nbd_aio_block_status");
-    set_error (EFAULT, "extent cannot be NULL");
-    FREE_CALLBACK (extent);
-    FREE_CALLBACK (cb);
-    return -1;
-  }
   return aio_command (h, "nbd_aio_block_status", NBD_CMD_BLOCK_STATUS, flags,
                       LIBNBD_CMD_FLAG_REQ_ONE, offset, count, NULL, &cb, NULL, &extent);
 }

@@ -88,6 +88,21 @@ tcp_done (struct nbd_handle *h)
   h->tcp_all = h->tcp_next = NULL;
 }
 
+/* As libnbd: when the name does not resolve or no address answers, the
+ * handle goes back to created, so that the program can connect it again
+ * (to a server still starting, say).  The error must already be set. */
+static int
+tcp_fail (struct nbd_handle *h)
+{
+  tcp_done (h);
+  free (h->uri);
+  h->uri = NULL;
+  free (h->tls_hostname);
+  h->tls_hostname = NULL;
+  h->state = ST_CREATED;
+  return -1;
+}
+
 static int
 tcp_try_next (struct nbd_handle *h, int last_err)
 {
@@ -114,9 +129,8 @@ tcp_try_next (struct nbd_handle *h, int last_err)
     last_err = errno;
     close (fd);
   }
-  tcp_done (h);
   set_error (last_err, "connect");
-  return fail_connect (h, last_err);
+  return tcp_fail (h);
 }
 
 int
@@ -150,7 +164,15 @@ nbd_internal_aio_connect_tcp (struct nbd_handle *h, const char *host, const char
   if (r != 0) {
     set_error (r == EAI_SYSTEM ? errno : ENOENT, "getaddrinfo: %s:%s: %s", host, port,
                gai_strerror (r));
-    return fail_connect (h, ENOENT);
+    return tcp_fail (h);
+  }
+  /* TLS checks the server's certificate against the name we asked for. */
+  free (h->tls_hostname);
+  h->tls_hostname = strdup (host);
+  if (!h->tls_hostname) {
+    freeaddrinfo (res);
+    set_error (ENOMEM, "strdup");
+    return tcp_fail (h);
   }
   if (!h->uri) {
     struct nbd_uri u = { .transport = NBD_URI_TCP, .host = (char *) host, .port = (char *) port,
@@ -232,7 +254,15 @@ nbd_internal_aio_connect_sa (struct nbd_handle *h, char **argv)
   }
   if (nbd_internal_spawn_socket_activation (argv, &h->sa_tmpdir, &h->sa_sockpath, &h->pid) == -1)
     return fail_connect (h, nbd_get_errno ());
-  return nbd_internal_aio_connect_unix (h, h->sa_sockpath);
+  if (nbd_internal_aio_connect_unix (h, h->sa_sockpath) == -1)
+    return -1;
+  /* As libnbd: the URI of the private socket (good while the handle lives). */
+  if (!h->uri) {
+    struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = h->sa_sockpath,
+                         .socket_len = strlen (h->sa_sockpath), .export_name = h->export_name };
+    h->uri = nbd_internal_format_uri (&u);
+  }
+  return 0;
 }
 
 /* URIs: parse, apply the handle's URI policy, set what the URI says, then
@@ -423,7 +453,7 @@ nbd_get_uri (struct nbd_handle *h)
   ENTER (h, "nbd_get_uri", PS_CONNECTING | PS_NEGOTIATING | PS_CONNECTED | PS_CLOSED | PS_DEAD,
          NULL);
   if (!h->uri)
-    set_error (ENOTSUP, "this kind of connection (a socket or a command) has no URI");
+    set_error (EINVAL, "this kind of connection (a socket or a command) has no URI");
   else if (!(r = strdup (h->uri)))
     set_error (errno, "strdup");
   LEAVE (h);

@@ -57,6 +57,8 @@ permitted_words (unsigned permitted)
   if (permitted == PS_CONNECTED) return "connected with the server";
   if (permitted == PS_NEGOTIATING) return "negotiating";
   if (permitted == (PS_CREATED | PS_NEGOTIATING)) return "newly created, or negotiating";
+  if (permitted == (PS_CREATED | PS_CONNECTING | PS_CONNECTED))
+    return "newly created, or connecting, or connected with the server";
   if (permitted == (PS_NEGOTIATING | PS_CONNECTED | PS_CLOSED))
     return "negotiating, or connected with the server, or shut down";
   if (permitted == (PS_CONNECTED | PS_CLOSED | PS_DEAD))
@@ -239,6 +241,7 @@ nbd_close (struct nbd_handle *h)
     nbd_internal_opt_complete (h, ENOTCONN, "handle closed");
   nbd_internal_free_commands (h);
   FREE_CALLBACK (h->debug_cb);
+  nbd_internal_tls_free (h);
   if (h->fd >= 0)
     close (h->fd);
   if (h->tcp_all)
@@ -260,9 +263,11 @@ nbd_close (struct nbd_handle *h)
   free (h->tls_certificates);
   free (h->tls_username);
   free (h->tls_psk_file);
+  free (h->tls_hostname);
   free (h->uri);
   free (h->hs_out);
   free (h->opt_payload);
+  free (h->opt.errmsg);
   free (h->rbuf);
   free (h->chunk_buf);
   pthread_mutex_unlock (&h->lock);
@@ -347,6 +352,11 @@ nbd_set_debug_callback (struct nbd_handle *h, nbd_debug_callback cb)
 {
   if (!nbd_internal_enter (h, "nbd_set_debug_callback", PS_ANY)) {
     FREE_CALLBACK (cb);
+    return -1;
+  }
+  if (!cb.callback && !cb.free) {
+    set_error (EFAULT, "debug cannot be NULL");   /* as libnbd */
+    LEAVE (h);
     return -1;
   }
   FREE_CALLBACK (h->debug_cb);

@@ -23,6 +23,8 @@ static int send_option (struct nbd_handle *h, uint32_t option, const void *a, si
                         const void *b, size_t blen);
 static int start_go (struct nbd_handle *h, uint32_t option);
 static int after_structured_reply (struct nbd_handle *h);
+static int after_tls_decided (struct nbd_handle *h);
+static int bad_reply_type (struct nbd_handle *h);
 
 /* ---- Handshake I/O ---------------------------------------------------- */
 
@@ -292,22 +294,77 @@ step_gflags (struct nbd_handle *h)
   gflags = be16toh (gflags);
   h->gflags = gflags & h->handshake_flags & (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
   if (h->tls == LIBNBD_TLS_REQUIRE && !(h->gflags & NBD_FLAG_FIXED_NEWSTYLE)) {
-    set_error (ENOTSUP, "handshake: server is not fixed newstyle, which cannot do TLS, but "
-               "TLS is required");
+    set_error (ENOTSUP, "handshake: %s, which cannot do TLS, but TLS is required",
+               (gflags & NBD_FLAG_FIXED_NEWSTYLE)
+               ? "fixed newstyle is turned off in nbd_set_handshake_flags"
+               : "server is not fixed newstyle");
     return -1;
   }
   cflags = htobe32 (h->gflags);
   if (hs_append (h, &cflags, 4) == -1)
     return -1;
   if (!(h->gflags & NBD_FLAG_FIXED_NEWSTYLE)) {
-    /* Plain newstyle knows only EXPORT_NAME. */
+    /* Plain newstyle knows only EXPORT_NAME.  As libnbd, opt mode still
+     * stops here: nbd_opt_go sends EXPORT_NAME, the rest are ENOTSUP. */
     h->protocol = "newstyle";
+    if (h->opt_mode)
+      return enter_negotiating (h);
     return send_export_name (h);
   }
   h->protocol = "newstyle-fixed";
+  /* STARTTLS first, before anything a MitM could alter in plaintext. */
+  if (h->tls != LIBNBD_TLS_DISABLE)
+    return send_option (h, NBD_OPT_STARTTLS, NULL, 0, NULL, 0);
+  return after_tls_decided (h);
+}
+
+/* Plaintext or TLS is settled: the rest of the negotiation. */
+static int
+after_tls_decided (struct nbd_handle *h)
+{
   if (h->request_sr)
     return send_option (h, NBD_OPT_STRUCTURED_REPLY, NULL, 0, NULL, 0);
   return after_structured_reply (h);
+}
+
+static int
+reply_starttls (struct nbd_handle *h, uint32_t type, uint32_t len)
+{
+  char text[NBD_MAX_STRING + 1];
+
+  if (type == NBD_REP_ACK) {
+    if (len != 0)
+      return hs_protocol_error (h, "ACK to NBD_OPT_STARTTLS has a payload");
+    if (nbd_internal_tls_start (h) == -1)
+      return -1;
+    h->hs = HS_TLS_HANDSHAKE;
+    h->hs_in = NULL;
+    h->hs_in_len = h->hs_in_pos = 0;
+    return 0;
+  }
+  if (!NBD_REP_IS_ERR (type))
+    return bad_reply_type (h);
+  server_text (h->opt_payload, len, text, sizeof text);
+  if (h->tls == LIBNBD_TLS_REQUIRE) {
+    set_error (ENOTSUP, "handshake: server refused NBD_OPT_STARTTLS (%s%s%s), but TLS is "
+               "required", option_error_name (type), *text ? ": " : "", text);
+    return -1;
+  }
+  debug (h, "server refused TLS (%s), continuing in plaintext as TLS is only allowed",
+         option_error_name (type));
+  return after_tls_decided (h);
+}
+
+/* The TLS handshake is done.  Whatever was negotiated before it counts for
+ * nothing (a MitM could have injected it): start again. */
+static int
+after_tls_handshake (struct nbd_handle *h)
+{
+  h->tls_negotiated = true;
+  h->sr = false;
+  nbd_internal_free_meta (h);
+  nbd_internal_reset_export_facts (h);
+  return after_tls_decided (h);
 }
 
 static int
@@ -711,6 +768,7 @@ step_opt_reply (struct nbd_handle *h)
   uint32_t type = h->opt_hdr.type, len = h->opt_hdr.len;
 
   switch (h->cur_option) {
+  case NBD_OPT_STARTTLS: return reply_starttls (h, type, len);
   case NBD_OPT_STRUCTURED_REPLY: return reply_structured_reply (h, type, len);
   case NBD_OPT_SET_META_CONTEXT: return reply_set_meta (h, type, len);
   case NBD_OPT_GO:
@@ -732,9 +790,13 @@ run_step (struct nbd_handle *h)
   case HS_OPT_REPLY_PAYLOAD: return step_opt_reply (h);
   case HS_EXPORT_NAME_REPLY: return step_export_name_reply (h);
   case HS_ABORT_SENT:
+    /* Nothing follows NBD_OPT_ABORT: the writer's end-of-stream mark. */
+    if (h->writer)
+      nbd_internal_writer_send (h, NULL, 0);
     nbd_internal_opt_complete (h, 0, NULL);
     nbd_internal_set_closed (h);
     return 0;
+  case HS_TLS_HANDSHAKE:         /* nbd_internal_hs_run drives it */
   case HS_NONE: break;
   }
   set_error (EINVAL, "handshake: internal error: no step to run");
@@ -750,6 +812,13 @@ nbd_internal_hs_run (struct nbd_handle *h)
   for (;;) {
     if (h->state != ST_HANDSHAKE)
       return 0;
+    if (h->hs_out_pos < h->hs_out_len && h->tls_conn) {
+      if (nbd_internal_tls_send (h, h->hs_out + h->hs_out_pos,
+                                 h->hs_out_len - h->hs_out_pos) == -1)
+        goto dead;
+      h->hs_out_pos = h->hs_out_len;
+      continue;
+    }
     if (h->hs_out_pos < h->hs_out_len && h->writer) {
       nbd_internal_writer_send (h, h->hs_out + h->hs_out_pos, h->hs_out_len - h->hs_out_pos);
       h->hs_out_pos = h->hs_out_len;
@@ -770,14 +839,38 @@ nbd_internal_hs_run (struct nbd_handle *h)
       continue;
     }
     h->hs_out_pos = h->hs_out_len = 0;
+    if (h->tls_conn) {
+      int r = nbd_internal_tls_flush (h);
+
+      if (r == -1)
+        goto dead;
+      if (r == 0)
+        return 0;               /* the socket is full: wait for POLLOUT */
+      if (h->hs == HS_TLS_HANDSHAKE) {
+        r = nbd_internal_tls_handshake_step (h);
+        if (r == -1)
+          goto dead;
+        if (r == 0) {
+          if (nbd_internal_tls_out_pending (h))
+            continue;           /* send GnuTLS's flight first */
+          return 0;
+        }
+        if (after_tls_handshake (h) == -1)
+          goto dead;
+        continue;
+      }
+    }
     if (h->hs_in_pos < h->hs_in_len) {
-      ssize_t n = recv (h->fd, (char *) h->hs_in + h->hs_in_pos, h->hs_in_len - h->hs_in_pos, 0);
+      ssize_t n = h->tls_conn
+        ? nbd_internal_tls_recv (h, (char *) h->hs_in + h->hs_in_pos, h->hs_in_len - h->hs_in_pos)
+        : recv (h->fd, (char *) h->hs_in + h->hs_in_pos, h->hs_in_len - h->hs_in_pos, 0);
       if (n == -1) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
           return 0;
         if (errno == EINTR)
           continue;
-        set_error (errno, "handshake: recv");
+        if (!h->tls_conn)         /* TLS set its own message */
+          set_error (errno, "handshake: recv");
         goto dead;
       }
       if (n == 0) {
@@ -812,7 +905,9 @@ nbd_internal_opt_start (struct nbd_handle *h, enum opt_kind kind)
   h->opt.kind = kind;
   h->state = ST_HANDSHAKE;
   switch (kind) {
-  case OPTK_GO: r = start_go (h, NBD_OPT_GO); break;
+  case OPTK_GO:
+    r = (h->gflags & NBD_FLAG_FIXED_NEWSTYLE) ? start_go (h, NBD_OPT_GO) : send_export_name (h);
+    break;
   case OPTK_INFO: r = start_go (h, NBD_OPT_INFO); break;
   case OPTK_LIST: r = send_option (h, NBD_OPT_LIST, NULL, 0, NULL, 0); break;
   case OPTK_LIST_META: r = send_meta_option (h, NBD_OPT_LIST_META_CONTEXT); break;

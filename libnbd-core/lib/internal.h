@@ -30,8 +30,8 @@ struct addrinfo;
 #define RBUF_SIZE (64 * 1024)
 #define DIRECT_RECV_MIN (16 * 1024)
 
-/* TLS is built in by the TLS issue; until then every TLS request is ENOTSUP. */
-#define NBD_CORE_TLS_READY 0
+/* TLS is built in whenever GnuTLS is (tls.c); the uses test HAVE_GNUTLS too. */
+#define NBD_CORE_TLS_READY 1
 
 /* ---- States ----------------------------------------------------------- */
 
@@ -126,6 +126,7 @@ enum hs_step {
   HS_OPT_REPLY_PAYLOAD,         /* waiting for its payload */
   HS_EXPORT_NAME_REPLY,
   HS_ABORT_SENT,
+  HS_TLS_HANDSHAKE,             /* after STARTTLS's ACK: GnuTLS's handshake */
 };
 
 struct meta_context {
@@ -154,6 +155,7 @@ struct nbd_handle {
   bool tls_verify_peer;
   char *tls_username;
   char *tls_psk_file;
+  char *tls_hostname;           /* TCP host: SNI and the certificate's name */
   bool request_sr;
   bool request_block_size;
   bool full_info;
@@ -193,6 +195,7 @@ struct nbd_handle {
   uint64_t exportsize;
   bool sr;
   bool tls_negotiated;
+  struct nbd_tls *tls_conn;     /* tls.c's session; NULL while in plaintext */
   char *canonical_name;
   char *description;
   uint32_t block_min, block_pref, block_max;
@@ -338,6 +341,9 @@ void nbd_internal_abort_commands (struct nbd_handle *h, int errnum);
 int nbd_internal_wait_connected (struct nbd_handle *h);
 int nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie);
 int nbd_internal_aio_command_completed (struct nbd_handle *h, uint64_t cookie);
+/* EFAULT if a required mid-command closure has neither callback nor free. */
+bool nbd_internal_closure_missing (const nbd_chunk_callback *chunk,
+                                   const nbd_extent_callback *extent);
 
 /* ---- writer.c -------------------------------------------------------- */
 
@@ -346,6 +352,47 @@ void nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len
 /* If the writer reported an error, kill the connection; returns -1 then. */
 int nbd_internal_writer_check (struct nbd_handle *h);
 void nbd_internal_set_fd (struct nbd_handle *h, int fd);
+
+/* ---- tls.c (only with GnuTLS) ----------------------------------------- */
+
+/* Called only while h->tls_conn is set, which needs GnuTLS.  Errors are set
+ * (with the cause in words) before -1 is returned. */
+#if HAVE_GNUTLS
+/* After STARTTLS's ACK: the session and its credentials (h->tls_conn). */
+int nbd_internal_tls_start (struct nbd_handle *h);
+/* Drive the handshake: 1 done, 0 waiting for the server, -1 failed. */
+int nbd_internal_tls_handshake_step (struct nbd_handle *h);
+/* As recv(2): bytes, 0 at end of stream, -1 with errno EAGAIN (would
+ * block) or another errno (the error message is set). */
+ssize_t nbd_internal_tls_recv (struct nbd_handle *h, void *buf, size_t len);
+/* Encrypt all of buf: gathered into records, the ciphertext buffered (or
+ * handed to the writer); nbd_internal_tls_flush sends it. */
+int nbd_internal_tls_send (struct nbd_handle *h, const void *buf, size_t len);
+/* Send buffered ciphertext: 1 all sent, 0 the socket is full, -1 error. */
+int nbd_internal_tls_flush (struct nbd_handle *h);
+/* Ciphertext (or a record being gathered) still to go out. */
+bool nbd_internal_tls_out_pending (const struct nbd_handle *h);
+/* Data held in user space that no POLLIN will announce. */
+bool nbd_internal_tls_pending (const struct nbd_handle *h);
+/* close_notify after NBD_CMD_DISC, then the end of the write side. */
+void nbd_internal_tls_bye (struct nbd_handle *h);
+void nbd_internal_tls_free (struct nbd_handle *h);
+#else
+/* Never reached (tls_conn stays NULL); they only keep the callers whole. */
+#define NBD_NO_TLS_CALL(h) ((void) (h), set_error (ENOTSUP, "built without TLS support"), -1)
+#define nbd_internal_tls_start(h) NBD_NO_TLS_CALL (h)
+#define nbd_internal_tls_handshake_step(h) NBD_NO_TLS_CALL (h)
+#define nbd_internal_tls_recv(h, buf, len) \
+  ((void) (buf), (void) (len), errno = ENOTSUP, NBD_NO_TLS_CALL (h))
+#define nbd_internal_tls_send(h, buf, len) ((void) (buf), (void) (len), NBD_NO_TLS_CALL (h))
+#define nbd_internal_tls_flush(h) NBD_NO_TLS_CALL (h)
+#define nbd_internal_tls_out_pending(h) ((void) (h), false)
+#define nbd_internal_tls_pending(h) ((void) (h), false)
+#define nbd_internal_tls_bye(h) ((void) (h))
+#define nbd_internal_tls_free(h) ((void) (h))
+#endif
+/* Bytes still to go out through the socket: requests or TLS ciphertext. */
+#define nbd_internal_tls_out_waiting(h) ((h)->tls_conn && nbd_internal_tls_out_pending (h))
 
 /* ---- Callbacks -------------------------------------------------------- */
 

@@ -18,6 +18,8 @@
 
 /* iovecs per sendmsg: two per command (header and payload). */
 #define IOV_BATCH 128
+/* TLS: plaintext encrypted ahead of the socket, without a writer. */
+#define TLS_OUT_BATCH (256 * 1024)
 
 /* ---- The pool --------------------------------------------------------- */
 
@@ -71,8 +73,9 @@ nbd_internal_free_commands (struct nbd_handle *h)
   for (uint32_t i = 0; i < h->nr_slots; i++) {
     struct command *cmd = h->slots[i];
 
-    FREE_CALLBACK (cmd->cb);
+    /* libnbd's order: the mid-command free, then the completion free. */
     FREE_CALLBACK (cmd->mcb.chunk);
+    FREE_CALLBACK (cmd->cb);
     free (cmd->ranges);
     free (cmd);
   }
@@ -134,12 +137,17 @@ check_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint64_t off
     case NBD_CMD_WRITE:
     case NBD_CMD_TRIM:
     case NBD_CMD_WRITE_ZEROES:
+      /* As libnbd: a missing trim/zero flag (EINVAL) before read-only (EPERM). */
+      need = type == NBD_CMD_TRIM ? NBD_FLAG_SEND_TRIM
+             : type == NBD_CMD_WRITE_ZEROES ? NBD_FLAG_SEND_WRITE_ZEROES : 0;
+      if (need && !(h->eflags & need)) {
+        set_error (EINVAL, "server does not support %s operations", command_name (type));
+        return -1;
+      }
       if (h->eflags & NBD_FLAG_READ_ONLY) {
         set_error (EPERM, "server does not support write operations");
         return -1;
       }
-      need = type == NBD_CMD_TRIM ? NBD_FLAG_SEND_TRIM
-             : type == NBD_CMD_WRITE_ZEROES ? NBD_FLAG_SEND_WRITE_ZEROES : 0;
       break;
     case NBD_CMD_FLUSH: need = NBD_FLAG_SEND_FLUSH; break;
     case NBD_CMD_CACHE: need = NBD_FLAG_SEND_CACHE; break;
@@ -170,14 +178,9 @@ check_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint64_t off
   }
   if (type == NBD_CMD_FLUSH)
     return 0;
-  if ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) && count > NBD_MAX_REQUEST_SIZE) {
-    set_error (ERANGE, "request too large: maximum request size is %d", NBD_MAX_REQUEST_SIZE);
-    return -1;
-  }
-  if (count > UINT32_MAX) {
-    set_error (ERANGE, "request too large: the count must fit in 32 bits");
-    return -1;
-  }
+  /* libnbd 1.14's order and errnos: zero size, bounds (ENOSPC for the
+   * commands that write), alignment, then the request size limits.  Like
+   * libnbd 1.14 it sends requests above the server's maximum block size. */
   if ((strict & LIBNBD_STRICT_ZERO_SIZE) && count == 0) {
     set_error (EINVAL, "count cannot be 0");
     return -1;
@@ -186,7 +189,8 @@ check_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint64_t off
     uint64_t end;
 
     if (__builtin_add_overflow (offset, count, &end) || end > h->exportsize) {
-      set_error (EINVAL, "request out of bounds");
+      set_error (type == NBD_CMD_WRITE || type == NBD_CMD_TRIM ||
+                 type == NBD_CMD_WRITE_ZEROES ? ENOSPC : EINVAL, "request out of bounds");
       return -1;
     }
   }
@@ -196,10 +200,12 @@ check_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint64_t off
                "server's minimum block size %" PRIu32, h->block_min);
     return -1;
   }
-  if ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) && h->block_max &&
-      (strict & LIBNBD_STRICT_BOUNDS) && count > h->block_max) {
-    set_error (ERANGE, "request too large: the server's maximum block size is %" PRIu32,
-               h->block_max);
+  if ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) && count > NBD_MAX_REQUEST_SIZE) {
+    set_error (ERANGE, "request too large: maximum request size is %d", NBD_MAX_REQUEST_SIZE);
+    return -1;
+  }
+  if (count > UINT32_MAX) {
+    set_error (ERANGE, "request too large: the count must fit in 32 bits");
     return -1;
   }
   return 0;
@@ -296,8 +302,11 @@ issued (struct nbd_handle *h)
     nbd_internal_release_command (h, cmd);
     h->disc_sent = true;
     if (!h->shut_wr_done) {
-      /* The writer shuts the write side itself, after what it queued. */
-      if (h->writer)
+      /* The writer shuts the write side itself, after what it queued;
+       * under TLS, close_notify goes first (the DISC is in its record). */
+      if (h->tls_conn)
+        nbd_internal_tls_bye (h);
+      else if (h->writer)
         nbd_internal_writer_send (h, NULL, 0);
       else
         shutdown (h->fd, SHUT_WR);
@@ -330,9 +339,55 @@ flush_to_writer (struct nbd_handle *h)
   return 0;
 }
 
+/* Under TLS: requests become records (many small ones per record, large
+ * payloads straight from the caller's buffer) and the ciphertext leaves in
+ * as few send(2)s as the socket takes, or goes to the writer.  Without a
+ * writer at most TLS_OUT_BATCH bytes are encrypted ahead of the socket. */
+static int
+flush_tls (struct nbd_handle *h)
+{
+  for (;;) {
+    size_t budget = h->writer ? SIZE_MAX : TLS_OUT_BATCH;
+    int r = nbd_internal_tls_flush (h);
+
+    if (r == -1) {
+      nbd_internal_set_dead (h, nbd_get_errno ());
+      return -1;
+    }
+    if (r == 0 || !h->to_issue)
+      return 0;
+    while (h->to_issue && budget > 0) {
+      struct command *cmd = h->to_issue;
+      size_t hlen = sizeof cmd->req, len;
+      const char *p;
+
+      if (h->out_pos < hlen) {
+        p = (const char *) &cmd->req + h->out_pos;
+        len = hlen - h->out_pos;
+      }
+      else {
+        p = (const char *) cmd->data + (h->out_pos - hlen);
+        len = wire_size (cmd) - h->out_pos;
+      }
+      if (len > budget)
+        len = budget;
+      if (nbd_internal_tls_send (h, p, len) == -1) {
+        nbd_internal_set_dead (h, nbd_get_errno ());
+        return -1;
+      }
+      budget -= len;
+      h->out_pos += len;
+      if (h->out_pos == wire_size (cmd))
+        issued (h);
+    }
+  }
+}
+
 int
 nbd_internal_flush_out (struct nbd_handle *h)
 {
+  if (__builtin_expect (h->tls_conn != NULL, 0))
+    return flush_tls (h);
   if (h->writer)
     return flush_to_writer (h);
   while (h->to_issue) {
@@ -397,7 +452,9 @@ static void
 zero_unfilled (struct command *cmd)
 {
   uint64_t pos = cmd->fill_end, end = cmd->offset + cmd->count;
-  char *base = (char *) cmd->data - cmd->offset;
+  /* Index from the buffer, never (data - offset): for large offsets that
+   * pointer lies outside the address space. */
+  char *buf = cmd->data;
 
   if (cmd->data_seen == cmd->count && !cmd->error)
     return;
@@ -407,12 +464,12 @@ zero_unfilled (struct command *cmd)
   }
   for (size_t i = 0; i < cmd->nr_ranges; i++) {
     if (cmd->ranges[i].start > pos)
-      memset (base + pos, 0, cmd->ranges[i].start - pos);
+      memset (buf + (pos - cmd->offset), 0, cmd->ranges[i].start - pos);
     if (cmd->ranges[i].end > pos)
       pos = cmd->ranges[i].end;
   }
   if (pos < end)
-    memset (base + pos, 0, end - pos);
+    memset (buf + (pos - cmd->offset), 0, end - pos);
 }
 
 void

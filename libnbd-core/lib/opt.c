@@ -38,6 +38,15 @@ aio_opt (struct nbd_handle *h, enum opt_kind kind, nbd_completion_callback *cb,
 {
   struct opt_request *o = &h->opt;
 
+  if (kind != OPTK_GO && kind != OPTK_ABORT && !(h->gflags & NBD_FLAG_FIXED_NEWSTYLE)) {
+    set_error (ENOTSUP, "server is not using fixed newstyle protocol");
+    return -1;
+  }
+  /* The spec: meta context options need structured replies first. */
+  if (kind == OPTK_LIST_META && !h->sr) {
+    set_error (ENOTSUP, "server lacks structured replies");
+    return -1;
+  }
   o->error = 0;
   if (cb)
     TAKE_CALLBACK (o->cb, cb);
@@ -109,17 +118,28 @@ nbd_aio_opt_abort (struct nbd_handle *h)
   return r;
 }
 
+/* As libnbd: a required closure with neither .callback nor .free is
+ * EFAULT, checked once the handle's state is known to be right. */
+static bool
+closure_missing (bool empty, const char *what)
+{
+  if (empty)
+    set_error (EFAULT, "%s cannot be NULL", what);
+  return empty;
+}
+
 EXPORT int
 nbd_aio_opt_list (struct nbd_handle *h, nbd_list_callback list, nbd_completion_callback cb)
 {
-  int r;
+  int r = -1;
 
   if (!nbd_internal_enter (h, "nbd_aio_opt_list", OPT_STATES)) {
     FREE_CALLBACK (list);
     FREE_CALLBACK (cb);
     return -1;
   }
-  r = aio_opt (h, OPTK_LIST, &cb, &list, NULL);
+  if (!closure_missing (!list.callback && !list.free, "list"))
+    r = aio_opt (h, OPTK_LIST, &cb, &list, NULL);
   LEAVE (h);
   FREE_CALLBACK (list);
   FREE_CALLBACK (cb);
@@ -130,14 +150,15 @@ EXPORT int
 nbd_aio_opt_list_meta_context (struct nbd_handle *h, nbd_context_callback context,
                                nbd_completion_callback cb)
 {
-  int r;
+  int r = -1;
 
   if (!nbd_internal_enter (h, "nbd_aio_opt_list_meta_context", OPT_STATES)) {
     FREE_CALLBACK (context);
     FREE_CALLBACK (cb);
     return -1;
   }
-  r = aio_opt (h, OPTK_LIST_META, &cb, NULL, &context);
+  if (!closure_missing (!context.callback && !context.free, "context"))
+    r = aio_opt (h, OPTK_LIST_META, &cb, NULL, &context);
   LEAVE (h);
   FREE_CALLBACK (context);
   FREE_CALLBACK (cb);
@@ -217,13 +238,14 @@ nbd_opt_list (struct nbd_handle *h, nbd_list_callback list)
 {
   struct counting c = { .list = list };
   nbd_list_callback wrap = { .callback = count_list, .user_data = &c };
-  int r;
+  int r = -1;
 
   if (!nbd_internal_enter (h, "nbd_opt_list", OPT_STATES)) {
     FREE_CALLBACK (list);
     return -1;
   }
-  r = aio_opt (h, OPTK_LIST, NULL, &wrap, NULL);
+  if (!closure_missing (!list.callback && !list.free, "list"))
+    r = aio_opt (h, OPTK_LIST, NULL, &wrap, NULL);
   if (r == 0)
     r = wait_opt (h);
   LEAVE (h);
@@ -236,13 +258,14 @@ nbd_opt_list_meta_context (struct nbd_handle *h, nbd_context_callback context)
 {
   struct counting c = { .context = context };
   nbd_context_callback wrap = { .callback = count_context, .user_data = &c };
-  int r;
+  int r = -1;
 
   if (!nbd_internal_enter (h, "nbd_opt_list_meta_context", OPT_STATES)) {
     FREE_CALLBACK (context);
     return -1;
   }
-  r = aio_opt (h, OPTK_LIST_META, NULL, NULL, &wrap);
+  if (!closure_missing (!context.callback && !context.free, "context"))
+    r = aio_opt (h, OPTK_LIST_META, NULL, NULL, &wrap);
   if (r == 0)
     r = wait_opt (h);
   LEAVE (h);

@@ -14,6 +14,7 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
 {
   struct pollfd fds[1];
   unsigned dir;
+  bool held;
   int r;
 
   if (nbd_internal_writer_check (h) == -1)
@@ -29,16 +30,22 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
   fds[0].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
                   ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
   fds[0].revents = 0;
+  /* Data GnuTLS already holds is readable now, whatever the socket says. */
+  held = h->tls_conn && (dir & LIBNBD_AIO_DIRECTION_READ) && nbd_internal_tls_pending (h);
   do
-    r = poll (fds, 1, timeout);
+    r = poll (fds, 1, held ? 0 : timeout);
   while (r == -1 && errno == EINTR && timeout < 0);
   if (r == -1) {
-    if (errno == EINTR)
+    if (errno != EINTR) {
+      set_error (errno, "poll");
+      return -1;
+    }
+    if (!held)
       return 0;
-    set_error (errno, "poll");
-    return -1;
   }
-  if (r == 0)
+  if (held)
+    fds[0].revents |= POLLIN;
+  else if (r == 0)
     return 0;
   if (nbd_internal_writer_check (h) == -1)
     return -1;

@@ -174,6 +174,8 @@ call_chunk (struct nbd_handle *h, struct command *cmd, const void *buf, size_t l
 
 /* ---- Headers ---------------------------------------------------------- */
 
+static void data_done (struct nbd_handle *h);
+
 static int
 simple_reply (struct nbd_handle *h)
 {
@@ -198,6 +200,8 @@ simple_reply (struct nbd_handle *h)
     expect_data (h, cmd->data, cmd->count);
     h->rtype = NBD_REPLY_TYPE_NONE;     /* marks the simple read payload */
     h->rflags = NBD_REPLY_FLAG_DONE;
+    if (cmd->count == 0)
+      data_done (h);                    /* no payload follows to trigger it */
     return 0;
   }
   complete (h);
@@ -423,6 +427,8 @@ data_done (struct nbd_handle *h)
   if (h->rtype == NBD_REPLY_TYPE_OFFSET_DATA)
     call_chunk (h, cmd, (char *) cmd->data + (h->roffset - cmd->offset), h->rlen_data,
                 h->roffset, LIBNBD_READ_DATA);
+  else                          /* a simple reply: the whole read is one chunk */
+    call_chunk (h, cmd, cmd->data, cmd->count, cmd->offset, LIBNBD_READ_DATA);
   chunk_done (h);
 }
 
@@ -517,8 +523,10 @@ eof (struct nbd_handle *h)
 int
 nbd_internal_recv_replies (struct nbd_handle *h)
 {
-  /* Bounded, so one busy connection cannot starve the caller's loop. */
-  for (int round = 0; round < 64 && h->state == ST_READY; round++) {
+  /* Bounded, so one busy connection cannot starve the caller's loop; but
+   * never while TLS holds data that no POLLIN would announce. */
+  for (int round = 0; (round < 64 || (h->tls_conn && nbd_internal_tls_pending (h))) &&
+                      h->state == ST_READY; round++) {
     ssize_t n;
     size_t asked;
 
@@ -528,7 +536,8 @@ nbd_internal_recv_replies (struct nbd_handle *h)
       return 0;
     if (h->rstate == R_DATA && h->rremain >= DIRECT_RECV_MIN) {
       asked = h->rremain;
-      n = recv (h->fd, h->rdst, asked, 0);
+      n = h->tls_conn ? nbd_internal_tls_recv (h, h->rdst, asked)
+                      : recv (h->fd, h->rdst, asked, 0);
       if (n > 0) {
         h->rdst += n;
         h->rremain -= n;
@@ -538,7 +547,8 @@ nbd_internal_recv_replies (struct nbd_handle *h)
     }
     else {
       asked = RBUF_SIZE - h->rend;
-      n = recv (h->fd, h->rbuf + h->rend, asked, 0);
+      n = h->tls_conn ? nbd_internal_tls_recv (h, h->rbuf + h->rend, asked)
+                      : recv (h->fd, h->rbuf + h->rend, asked, 0);
       if (n > 0)
         h->rend += n;
     }
@@ -555,13 +565,15 @@ nbd_internal_recv_replies (struct nbd_handle *h)
       }
       if (nbd_internal_writer_check (h) == -1)
         return -1;
-      set_error (errno, "recv");
-      nbd_internal_set_dead (h, errno);
+      if (!h->tls_conn)           /* TLS set its own message */
+        set_error (errno, "recv");
+      nbd_internal_set_dead (h, nbd_get_errno ());
       return -1;
     }
     /* A short read means the socket is drained: parse and stop, saving
-     * the recv(2) that would only say EAGAIN. */
-    if ((size_t) n < asked)
+     * the recv(2) that would only say EAGAIN.  Under TLS a read returns
+     * one record at most: drained means nothing left in user space. */
+    if ((size_t) n < asked && !(h->tls_conn && nbd_internal_tls_pending (h)))
       return parse_buffer (h);
   }
   return parse_buffer (h);

@@ -61,7 +61,12 @@ nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie)
     int r = nbd_internal_aio_command_completed (h, cookie);
     if (r == -1 && msg) {
       int cerr = nbd_get_errno ();
-      nbd_internal_set_error (0, "%s", msg);
+      const char *ctx = nbd_internal_get_context ();
+      size_t n = strlen (ctx);
+      /* set_error puts "<call>: " in front again: pass the text without it. */
+      const char *text = strncmp (msg, ctx, n) == 0 && strncmp (msg + n, ": ", 2) == 0
+                         ? msg + n + 2 : msg;
+      nbd_internal_set_error (0, "%s", text);
       nbd_internal_set_error_errno (cerr ? cerr : err);
     }
     free (msg);
@@ -79,18 +84,29 @@ sync_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fl
               nbd_chunk_callback *chunk, nbd_extent_callback *extent)
 {
   int r = -1;
+  bool sanitize = type == NBD_CMD_READ; /* until a command owns the buffer */
 
   if (nbd_internal_enter (h, name, PS_CONNECTED)) {
     uint32_t bad = (h->strict & LIBNBD_STRICT_FLAGS) ? flags & ~allowed
                    : flags & ~UINT32_C (0xffff);
-    if (bad)
+    sanitize = sanitize && h->pread_initialize;
+    if (nbd_internal_closure_missing (chunk, extent))
+      r = -1;
+    else if (bad)
       set_error (EINVAL, "flags: invalid value for flag: 0x%" PRIx32, bad);
-    else
-      r = nbd_internal_wait_command (h, nbd_internal_command (h, type, (uint16_t) flags, offset,
-                                                              count, data, NULL, chunk,
-                                                              extent));
+    else {
+      int64_t cookie = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data,
+                                             NULL, chunk, extent);
+      if (cookie >= 0)
+        sanitize = false;       /* the command zeroes what the server did not fill */
+      r = nbd_internal_wait_command (h, cookie);
+    }
     LEAVE (h);
   }
+  /* As libnbd (pread_initialize): a read refused before it was queued
+   * still leaves the buffer zeroed. */
+  if (r == -1 && sanitize && data && count)
+    memset (data, 0, count);
   if (chunk)
     FREE_CALLBACK (*chunk);
   if (extent)
@@ -108,12 +124,6 @@ EXPORT int
 nbd_pread_structured (struct nbd_handle *h, void *buf, size_t count, uint64_t offset,
                       nbd_chunk_callback chunk, uint32_t flags)
 {
-  if (!chunk.callback) {
-    nbd_internal_set_context ("nbd_pread_structured");
-    set_error (EFAULT, "chunk cannot be NULL");
-    FREE_CALLBACK (chunk);
-    return -1;
-  }
   return sync_command (h, "nbd_pread_structured", NBD_CMD_READ, flags, LIBNBD_CMD_FLAG_DF,
                        offset, count, buf, &chunk, NULL);
 }
@@ -156,12 +166,6 @@ EXPORT int
 nbd_block_status (struct nbd_handle *h, uint64_t count, uint64_t offset,
                   nbd_extent_callback extent, uint32_t flags)
 {
-  if (!extent.callback) {
-    nbd_internal_set_context ("nbd_block_status");
-    set_error (EFAULT, "extent cannot be NULL");
-    FREE_CALLBACK (extent);
-    return -1;
-  }
   return sync_command (h, "nbd_block_status", NBD_CMD_BLOCK_STATUS, flags,
                        LIBNBD_CMD_FLAG_REQ_ONE, offset, count, NULL, NULL, &extent);
 }
@@ -177,9 +181,19 @@ nbd_shutdown (struct nbd_handle *h, uint32_t flags)
     LEAVE (h);
     return -1;
   }
-  if (flags & LIBNBD_SHUTDOWN_ABANDON_PENDING)
+  /* libnbd sends each request as soon as it is queued, so "not yet sent"
+   * means the socket could not take it: send what is queued before
+   * abandoning anything.  Then wait for the replies before NBD_CMD_DISC
+   * (servers such as nbdkit fail requests still in progress when it
+   * arrives with ESHUTDOWN). */
+  if (h->state == ST_READY && h->to_issue && nbd_internal_flush_out (h) == -1)
+    r = -1;
+  if (r == 0 && (flags & LIBNBD_SHUTDOWN_ABANDON_PENDING))
     nbd_internal_abandon_unsent (h);
-  if (!h->disc_queued &&
+  while (r == 0 && !h->disc_queued && h->state == ST_READY && h->in_flight > 0)
+    if (nbd_internal_poll (h, -1) == -1)
+      r = -1;
+  if (r == 0 && !h->disc_queued &&
       nbd_internal_command (h, NBD_CMD_DISC, 0, 0, 0, NULL, NULL, NULL, NULL) == -1)
     r = -1;
   while (r == 0 && h->state == ST_READY)

@@ -52,9 +52,10 @@ nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb write
     r = 0;
     /* Whatever was waiting for the socket now goes to the writer, after
      * the bytes already sent directly: the order on the wire holds. */
-    if (h->state == ST_HANDSHAKE && h->hs_out_pos < h->hs_out_len)
+    if (h->state == ST_HANDSHAKE &&
+        (h->hs_out_pos < h->hs_out_len || nbd_internal_tls_out_waiting (h)))
       r = nbd_internal_hs_run (h);
-    else if (h->state == ST_READY && h->to_issue)
+    else if (h->state == ST_READY && (h->to_issue || nbd_internal_tls_out_waiting (h)))
       r = nbd_internal_flush_out (h);
   }
   LEAVE (h);

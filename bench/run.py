@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""bench/run.py: run the side-by-side benchmark and write bench/RESULTS.md.
+
+Started by bench/run.sh, which builds the programs first.  Everything here
+drives three programs of build-bench/bench: bench-core and bench-libnbd (one
+source, bench.c, against libnbd-core and against the system's libnbd), the
+project's sink-server, and ceiling (a bare socket pump: the transport's own
+limit).
+
+Throughput: per workload and configuration, runs of a fixed duration
+alternate A B C, A B C, ... (A libnbd-core, B libnbd, C libnbd-core with the
+concurrent writer); the table shows the median ops/s and MiB/s of each and
+the median of the pairwise ratios (A_i/B_i, C_i/A_i of the same round).
+
+Deterministic figures (4 KiB reads and writes, 64 in flight, against the
+sink server, client and server pinned to one CPU): instructions per request
+under callgrind and system calls per request under strace -f -c, each as
+(long run - short run) / (request difference), so set-up and tear-down
+cancel out.  Where perf works, also system calls per request at full speed
+(raw_syscalls:sys_enter), which strace's slowing cannot distort.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("BENCH_BUILD", os.path.join(ROOT, "build-bench"))
+BIN = os.path.join(BUILD, "bench")
+CORE = os.path.join(BIN, "bench-core")
+LIBNBD = os.path.join(BIN, "bench-libnbd")
+SINK = os.path.join(BIN, "sink-server")
+CEILING = os.path.join(BIN, "ceiling")
+
+
+class W:
+    """One workload: what bench.c calls it, the request size, in flight."""
+
+    def __init__(self, label, workload, bs, qd):
+        self.label, self.workload, self.bs, self.qd = label, workload, bs, qd
+
+    def args(self):
+        return ["--workload", self.workload, "--bs", self.bs, "--qd", str(self.qd)]
+
+
+WORKLOADS = (
+    [W("4 KiB random read, %d in flight" % q, "randread", "4k", q) for q in (1, 16, 64, 256)]
+    + [W("4 KiB random write, %d in flight" % q, "randwrite", "4k", q) for q in (1, 16, 64, 256)]
+    + [
+        W("256 KiB sequential read, 16 in flight", "seqread", "256k", 16),
+        W("256 KiB sequential write, 16 in flight", "seqwrite", "256k", 16),
+        W("2 MiB sequential read, 4 in flight", "seqread", "2m", 4),
+        W("2 MiB sequential write, 4 in flight", "seqwrite", "2m", 4),
+        W("4 KiB mixed 70% read / 30% write, 64 in flight", "mixed", "4k", 64),
+    ]
+)
+# nbdkit is the real server a user meets; a few workloads show its effect.
+NBDKIT_WORKLOADS = [w for w in WORKLOADS
+                    if (w.bs == "4k" and w.qd == 64 and w.workload != "mixed")
+                    or (w.bs == "2m" and w.workload == "seqwrite")]
+# Where the socket pump runs in the rotation too (sink server only).
+CEILING_WORKLOADS = [w for w in WORKLOADS
+                     if w.bs != "4k" or (w.qd == 64 and w.workload != "mixed")]
+
+# The transports measured.  TCP on 127.0.0.1 and multi-conn 4 go here, with
+# their options in bench.c (struct options) and sink-server.c (main).
+TRANSPORTS = ["unix"]
+
+VARIANTS = [
+    # key, program, extra arguments, label
+    ("core", CORE, [], "libnbd-core"),
+    ("libnbd", LIBNBD, [], "libnbd"),
+    ("writer", CORE, ["--writer"], "libnbd-core + writer"),
+]
+CEILING_VARIANT = ("ceiling", CEILING, [], "socket pump")
+
+# Under valgrind, glibc's memset/memcpy pick `rep stosb`/`rep movsb` for a few
+# KiB, and callgrind counts every iteration as an instruction (a 4 KiB
+# memset "costs" 4,096).  Vector loops instead, so the count is the work.
+CALLGRIND_ENV = {"GLIBC_TUNABLES": "glibc.cpu.x86_rep_stosb_threshold=0x7fffffffffffffff:"
+                                   "glibc.cpu.x86_rep_movsb_threshold=0x7fffffffffffffff"}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def parse_kv(line):
+    return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+
+def run_prog(argv, timeout=60, env=None):
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout, env=dict(os.environ, **env) if env else None)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), p.returncode, p.stderr.strip()))
+    lines = [l for l in p.stdout.splitlines() if l.startswith("lib=")]
+    if not lines:
+        raise RuntimeError("%s printed no result" % " ".join(argv))
+    return parse_kv(lines[-1])
+
+
+class Sink:
+    """A sink-server of our own, for the runs that --connect to one."""
+
+    def __init__(self, cpu):
+        self.dir = tempfile.mkdtemp(prefix="nbd-bench-")
+        self.path = os.path.join(self.dir, "sock")
+        argv = [SINK, "--unix", self.path]
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        self.proc = subprocess.Popen(argv)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.path)
+                s.close()
+                break
+            except OSError:
+                s.close()
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("sink-server did not start")
+                time.sleep(0.01)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- Throughput ------------------------------------------------------------
+
+def run_variant(variant, server, pin, w, duration):
+    key, prog, extra, _ = variant
+    timeout = duration * 10 + 30
+    if key == "ceiling":
+        sink = Sink(pin)
+        try:
+            argv = [prog, "--connect", sink.path, "--duration", str(duration)] + w.args()
+            if pin is not None:
+                argv = ["taskset", "-c", str(pin)] + argv
+            return run_prog(argv, timeout=timeout)
+        finally:
+            sink.stop()
+    argv = [prog, "--server", server, "--duration", str(duration)] + w.args() + extra
+    if pin is not None:
+        argv += ["--pin", str(pin)]
+    return run_prog(argv, timeout=timeout)
+
+
+def pair_ratio(num, den):
+    return statistics.median(pair_ratios(num, den))
+
+
+def pair_ratios(num, den):
+    return [float(a["ops_s"]) / float(b["ops_s"]) for a, b in zip(num, den)]
+
+
+def throughput(server, pin, workloads, rounds, duration, variants):
+    rows = []
+    for w in workloads:
+        vs = list(variants)
+        if server == "sink" and w in CEILING_WORKLOADS:
+            vs.append(CEILING_VARIANT)
+        runs = {v[0]: [] for v in vs}
+        for _ in range(rounds):
+            for v in vs:
+                runs[v[0]].append(run_variant(v, server, pin, w, duration))
+        row = {"w": w, "runs": runs}
+        for key in runs:
+            row[key + "_ops"] = statistics.median(float(r["ops_s"]) for r in runs[key])
+            row[key + "_mib"] = statistics.median(float(r["mib_s"]) for r in runs[key])
+        row["ratio"] = pair_ratio(runs["core"], runs["libnbd"])
+        row["ratio_range"] = (min(pair_ratios(runs["core"], runs["libnbd"])),
+                              max(pair_ratios(runs["core"], runs["libnbd"])))
+        if "writer" in runs:
+            row["wratio"] = pair_ratio(runs["writer"], runs["core"])
+            row["per_writev"] = statistics.median(
+                int(r["ops"]) / max(1, int(r["writer_writes"])) for r in runs["writer"])
+        if "ceiling" in runs:
+            row["cratio"] = pair_ratio(runs["core"], runs["ceiling"])
+        rows.append(row)
+        log("  %-48s core %10.0f  libnbd %10.0f  x%.2f%s%s" % (
+            w.label, row["core_ops"], row["libnbd_ops"], row["ratio"],
+            "  writer x%.2f" % row["wratio"] if "wratio" in row else "",
+            "  %.0f%% of ceiling" % (100 * row["cratio"]) if "cratio" in row else ""))
+    return rows
+
+
+# ---- Deterministic figures -------------------------------------------------
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^(summary|totals):\s+(\d+)", line)
+            if m:
+                return int(m.group(2))
+    raise RuntimeError("no totals in " + path)
+
+
+def callgrind_functions(path):
+    """Self instructions per function, from callgrind_annotate."""
+    p = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=no", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    funcs = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*?)\s*$", line)
+        if not m or "PROGRAM TOTALS" in line or ":" not in m.group(2):
+            continue
+        name = re.sub(r"\s+\[.*\]$", "", m.group(2))
+        obj = re.search(r"\[(.*)\]$", m.group(2))
+        if obj:
+            name += " [" + os.path.basename(obj.group(1)) + "]"
+        funcs[name] = funcs.get(name, 0) + int(m.group(1).replace(",", ""))
+    return funcs
+
+
+def strace_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and re.match(r"^[\d.]+$", parts[0]) and parts[3].isdigit():
+                counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def perf_works():
+    if not shutil.which("perf"):
+        return False
+    p = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return p.returncode == 0 and re.search(r"^\d+,", p.stderr, re.M) is not None
+
+
+def det_cases(quick):
+    """(workload, short run, long run, perf short, perf long) in requests."""
+    by = {w.label: w for w in WORKLOADS}
+    f = 5 if quick else 1
+    return [
+        (by["4 KiB random read, 64 in flight"], 5000 // f, 25000 // f, 20000, 200000 // f),
+        (by["4 KiB random write, 64 in flight"], 5000 // f, 25000 // f, 20000, 200000 // f),
+        (by["256 KiB sequential read, 16 in flight"], 200 // f, 1000 // f, 2000, 20000 // f),
+        (by["2 MiB sequential write, 4 in flight"], 100 // f, 300 // f, 200, 2000 // f),
+    ]
+
+
+def perf_syscalls(taskset, argv, out):
+    run_prog(taskset + ["perf", "stat", "-x,", "-o", out, "-e", "raw_syscalls:sys_enter", "--"] + argv,
+             timeout=120)
+    with open(out) as f:
+        return int(re.search(r"^(\d+),", f.read(), re.M).group(1))
+
+
+def deterministic(pin, cases, tmp):
+    """Per library and workload: instructions and syscalls per request."""
+    results = []
+    use_perf = perf_works()
+    sink = Sink(pin)
+    free_sink = Sink(None) if use_perf else None
+    taskset = ["taskset", "-c", str(pin)]
+    try:
+        for w, short, long_, pshort, plong in cases:
+            for key, prog, extra, label in VARIANTS:
+                base = [prog, "--connect", sink.path] + w.args() + extra
+                res = {"key": key, "label": label, "w": w.label, "short": short, "long": long_,
+                       "perf_short": pshort, "perf_long": plong}
+                tag = "%s.%s.%s%d" % (key, w.workload, w.bs, w.qd)
+                # callgrind
+                tot, funcs = {}, {}
+                for n in (short, long_):
+                    out = os.path.join(tmp, "cg.%s.%d" % (tag, n))
+                    run_prog(taskset + ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+                                        "--trace-children=no"] + base + ["--requests", str(n)],
+                             timeout=600, env=CALLGRIND_ENV)
+                    tot[n] = callgrind_total(out)
+                    funcs[n] = callgrind_functions(out)
+                res["ir"] = (tot[long_] - tot[short]) / (long_ - short)
+                diff = {f: (funcs[long_].get(f, 0) - funcs[short].get(f, 0)) / (long_ - short)
+                        for f in funcs[long_]}
+                res["top"] = sorted(diff.items(), key=lambda kv: -kv[1])[:12]
+                # strace
+                cnt = {}
+                for n in (short, long_):
+                    out = os.path.join(tmp, "st.%s.%d" % (tag, n))
+                    run_prog(taskset + ["strace", "-f", "-c", "-o", out] + base + ["--requests", str(n)],
+                             timeout=600)
+                    cnt[n] = strace_counts(out)
+                total = {n: cnt[n].get("total", sum(cnt[n].values())) for n in cnt}
+                res["sys"] = (total[long_] - total[short]) / (long_ - short)
+                res["sys_by"] = sorted(
+                    ((c, (cnt[long_].get(c, 0) - cnt[short].get(c, 0)) / (long_ - short))
+                     for c in cnt[long_] if c != "total"), key=lambda kv: -kv[1])
+                res["sys_by"] = [kv for kv in res["sys_by"] if kv[1] >= 0.005]
+                # perf, at full speed, pinned and not
+                if use_perf:
+                    for pkey, ts, path in (("perf_sys", taskset, sink.path),
+                                           ("perf_sys_free", [], free_sink.path)):
+                        argv = [prog, "--connect", path] + w.args() + extra
+                        pc = {n: perf_syscalls(ts, argv + ["--requests", str(n)],
+                                               os.path.join(tmp, "perf.%s.%s.%d" % (pkey, tag, n)))
+                              for n in (pshort, plong)}
+                        res[pkey] = (pc[plong] - pc[pshort]) / (plong - pshort)
+                log("  %-22s %-40s %8.0f instr/req  %6.2f syscalls/req (strace)%s" % (
+                    label, w.label, res["ir"], res["sys"],
+                    "  %6.2f (perf)  %6.2f (perf, unpinned)" % (res["perf_sys"], res["perf_sys_free"])
+                    if "perf_sys" in res else ""))
+                results.append(res)
+    finally:
+        sink.stop()
+        if free_sink:
+            free_sink.stop()
+    return results
+
+
+# ---- The report --------------------------------------------------------------
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = "%.1f GiB" % (int(line.split()[1]) / 1024 / 1024)
+    osname = sh(". /etc/os-release && echo \"$PRETTY_NAME\"")
+    return [
+        ("CPU", "%s, %d CPUs online" % (cpu, os.cpu_count())),
+        ("memory", mem),
+        ("system", "%s, Linux %s" % (osname, platform.release())),
+    ]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return ", ".join(f.read().split()[:3])
+
+
+def fmt_ops(v):
+    return "{:,.0f}".format(v)
+
+
+def fmt_mib(v):
+    return "{:,.1f}".format(v)
+
+
+def table(rows):
+    have_writer = any("wratio" in r for r in rows)
+    have_ceil = any("cratio" in r for r in rows)
+    hdr = ["workload", "libnbd-core ops/s", "MiB/s", "libnbd ops/s", "MiB/s", "core / libnbd",
+           "(lowest, highest)"]
+    if have_writer:
+        hdr += ["core + writer ops/s", "MiB/s", "writer / no writer", "requests / writev"]
+    if have_ceil:
+        hdr += ["socket pump MiB/s", "core / pump"]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for r in rows:
+        cells = [r["w"].label, fmt_ops(r["core_ops"]), fmt_mib(r["core_mib"]),
+                 fmt_ops(r["libnbd_ops"]), fmt_mib(r["libnbd_mib"]), "**%.2f**" % r["ratio"],
+                 "%.2f, %.2f" % r["ratio_range"]]
+        if have_writer:
+            if "wratio" in r:
+                cells += [fmt_ops(r["writer_ops"]), fmt_mib(r["writer_mib"]), "%.2f" % r["wratio"],
+                          "%.1f" % r["per_writev"]]
+            else:
+                cells += ["", "", "", ""]
+        if have_ceil:
+            if "cratio" in r:
+                cells += [fmt_mib(r["ceiling_mib"]), "%.2f" % r["cratio"]]
+            else:
+                cells += ["", ""]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def aims(sections, det):
+    lines = []
+    pinned = next((s for s in sections if s["server"] == "sink" and s["pin"] is not None), None)
+
+    def row(sec, label):
+        return next((r for r in sec["rows"] if r["w"].label == label), None) if sec else None
+
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+
+    for wl in ("read", "write"):
+        r = row(pinned, "4 KiB random %s, 64 in flight" % wl)
+        if r:
+            lines.append("- 4 KiB random %s at 64 in flight, sink, pinned: libnbd-core / libnbd = %.2f "
+                         "(aim >= 3): %s" % (wl, r["ratio"], verdict(r["ratio"] >= 3)))
+    by = {(d["key"], d["w"]): d for d in det}
+    for wl in ("read", "write"):
+        label = "4 KiB random %s, 64 in flight" % wl
+        c, l = by.get(("core", label)), by.get(("libnbd", label))
+        if c and l:
+            lines.append("- %s: %.2f system calls per request under strace (aim <= 1): %s; "
+                         "instructions per request %.0f vs libnbd's %.0f = %.2f (aim <= 0.5): %s" % (
+                             label, c["sys"], verdict(c["sys"] <= 1), c["ir"], l["ir"],
+                             c["ir"] / l["ir"], verdict(c["ir"] <= 0.5 * l["ir"])))
+    for sec in sections:
+        if sec["server"] != "sink":
+            continue
+        for label in ("2 MiB sequential write, 4 in flight", "256 KiB sequential read, 16 in flight"):
+            r = row(sec, label)
+            if r and "cratio" in r:
+                lines.append("- %s, sink, %s: libnbd-core %.0f MiB/s, the socket pump %.0f MiB/s: "
+                             "%.0f%% of the ceiling (aim: near it)" % (
+                                 label, sec["pin_label"], r["core_mib"], r["ceiling_mib"],
+                                 100 * r["cratio"]))
+    worst = None
+    for sec in sections:
+        for r in sec["rows"]:
+            if "wratio" in r and (worst is None or r["wratio"] < worst[0]):
+                worst = (r["wratio"], r["w"].label, sec["title"])
+    if worst:
+        lines.append("- with the writer never slower than without: the lowest writer / no-writer ratio is "
+                     "%.2f (%s; %s): %s" % (worst[0], worst[1], worst[2], verdict(worst[0] >= 0.97)))
+    return "\n".join(lines)
+
+
+def write_report(path, info, sections, det, det_params, elapsed):
+    o = []
+    o.append("# Benchmark: libnbd-core against libnbd\n")
+    o.append("Written by `bash bench/run.sh` on %s; the whole run took %.0f s.\n" % (info["date"], elapsed))
+    o.append("## Machine and versions\n")
+    for k, v in info["machine"] + info["versions"]:
+        o.append("- %s: %s" % (k, v))
+    o.append("- load average (1, 5, 15 min) at the start: %s; at the end: %s (anything else running "
+             "on the machine shows here and in the figures)" % (info["load_start"], info["load_end"]))
+    o.append("")
+    o.append("## Method\n")
+    o.append(
+        "One program, `bench/bench.c`, written against `<libnbd.h>` only, built against libnbd-core "
+        "(buildtype=release) and against the system's libnbd. Each run starts its own server on a Unix "
+        "socket, keeps the given number of requests in flight with `nbd_aio_pread`/`nbd_aio_pwrite` and "
+        "self-retiring completion callbacks, driven by `nbd_poll`, warms up for 0.1 s and then measures "
+        "%.1f s. Runs alternate libnbd-core, libnbd, libnbd-core with the concurrent writer (a ring filled "
+        "by the writer callback and a writer thread, `nbd_set_concurrent_writer`), %d rounds. Figures are "
+        "medians of the runs; the ratios are medians of the ratios within each round (the lowest and "
+        "highest of those show the noise). \"Pinned\": the "
+        "client, its writer thread and the server all on CPU %s (`sched_setaffinity`, inherited by the "
+        "server); \"unpinned\": the scheduler's choice on %d CPUs. The sink server (`bench/sink-server.c`) "
+        "answers reads with zeroes and discards writes, many requests per recv and all their replies per "
+        "sendmsg, so the client's cost is what is measured. The socket pump (`bench/ceiling.c`) sends "
+        "the same requests to a sink server with no library at all, in the same rotation: the "
+        "transport's ceiling. \"requests / writev\": how many requests the writer thread sent per "
+        "writev(2). Transport: %s (TCP and multi-conn: not yet).\n" % (
+            info["duration"], info["rounds"], info["pin_cpu"], os.cpu_count(), ", ".join(TRANSPORTS)))
+    o.append("## The aims\n")
+    o.append(aims(sections, det) + "\n")
+    o.append("## Throughput\n")
+    for sec in sections:
+        o.append("### %s\n" % sec["title"])
+        o.append(table(sec["rows"]) + "\n")
+    o.append("## Deterministic figures\n")
+    have_perf = any("perf_sys" in d for d in det)
+    o.append(
+        "Against the sink server, client and server pinned to CPU %s. Instructions per request: "
+        "`valgrind --tool=callgrind`, the whole client process (library, libc, the benchmark loop; every "
+        "thread), (long run - short run) / (their difference in requests), with glibc told to use vector "
+        "loops for memset/memcpy (`GLIBC_TUNABLES`), as callgrind counts each iteration of `rep stosb` "
+        "as an instruction. System calls per request: `strace -f -c`, the same two runs. %s The first "
+        "two rows are the aims' figures; the other two show the large-request paths.\n" % (
+            det_params["pin"],
+            "Full speed: `perf stat -e raw_syscalls:sys_enter` (strace slows the client, so it finds more "
+            "replies waiting per recv than a full-speed run does), pinned and unpinned." if have_perf else ""))
+    hdr = ["workload", "library", "requests (short, long)", "instructions / request",
+           "syscalls / request (strace)"]
+    if have_perf:
+        hdr += ["syscalls / request (perf, pinned)", "(perf, unpinned)"]
+    o.append("| " + " | ".join(hdr) + " |")
+    o.append("|" + "---|" * len(hdr))
+    for d in det:
+        cells = [d["w"], d["label"], "%d, %d" % (d["short"], d["long"]), "{:,.0f}".format(d["ir"]),
+                 "%.2f" % d["sys"]]
+        if have_perf:
+            cells += ["%.2f" % d["perf_sys"], "%.2f" % d["perf_sys_free"]]
+        o.append("| " + " | ".join(cells) + " |")
+    o.append("")
+    o.append("### System calls per request, by call (strace)\n")
+    for d in det:
+        o.append("- %s, %s: %s" % (d["w"], d["label"],
+                                    ", ".join("%s %.2f" % kv for kv in d["sys_by"]) or "none"))
+    o.append("")
+    o.append("### Instructions per request, by function (callgrind, self cost, top 12)\n")
+    o.append("libnbd's own functions show as addresses: Debian's library is stripped.\n")
+    for d in det:
+        o.append("%s, %s:\n" % (d["w"], d["label"]))
+        o.append("| instructions / request | function |")
+        o.append("|---|---|")
+        for f, v in d["top"]:
+            o.append("| {:,.0f} | `{}` |".format(v, f))
+        o.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(o))
+
+
+def versions(pin):
+    out = []
+    sink = Sink(None)
+    try:
+        for prog in (CORE, LIBNBD):
+            if os.path.exists(prog):
+                r = run_prog([prog, "--connect", sink.path, "--requests", "1", "--qd", "1"])
+                out.append((r["lib"], r["version"]))
+    finally:
+        sink.stop()
+    out.append(("nbdkit", sh("nbdkit --version")))
+    out.append(("compiler", sh("cc --version | head -1")))
+    out.append(("libnbd-core build", "meson buildtype=" + sh(
+        "meson introspect --buildoptions %s | python3 -c \"import json,sys; "
+        "print([o['value'] for o in json.load(sys.stdin) if o['name']=='buildtype'][0])\"" % BUILD)))
+    out.append(("valgrind", sh("valgrind --version")))
+    out.append(("strace", sh("strace -V | head -1")))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (1 round, 0.3 s, few workloads)")
+    ap.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    args = ap.parse_args()
+
+    t_start = time.monotonic()
+    cpus = sorted(os.sched_getaffinity(0))
+    pin_cpu = cpus[-1]
+    if args.quick:
+        duration, rounds = 0.3, 1
+        workloads = [w for w in WORKLOADS if w.qd == 64 or w.bs == "2m"]
+        nbdkit_wl = NBDKIT_WORKLOADS[:2]
+    else:
+        duration, rounds = 1.0, 3
+        workloads = WORKLOADS
+        nbdkit_wl = NBDKIT_WORKLOADS
+    have_libnbd = os.path.exists(LIBNBD)
+    variants = [v for v in VARIANTS if have_libnbd or v[0] != "libnbd"]
+    if not have_libnbd:
+        sys.exit("run.py: %s is missing: install libnbd-dev and rebuild" % LIBNBD)
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "load_start": loadavg(),
+        "versions": versions(pin_cpu),
+        "duration": duration,
+        "rounds": rounds,
+        "pin_cpu": pin_cpu,
+    }
+
+    sections = []
+    plan = [("sink", pin_cpu, workloads, variants), ("sink", None, workloads, variants)]
+    for server in ("memory", "null"):
+        plan += [(server, pin_cpu, nbdkit_wl, variants), (server, None, nbdkit_wl, variants)]
+    for server, pin, wls, vs in plan:
+        pin_label = "pinned to CPU %d" % pin if pin is not None else "unpinned"
+        title = "%s, %s" % ("sink server" if server == "sink" else "nbdkit " + server, pin_label)
+        log("%s (%.0f s so far)" % (title, time.monotonic() - t_start))
+        rows = throughput(server, pin, wls, rounds, duration, vs)
+        sections.append({"server": server, "pin": pin, "pin_label": pin_label, "title": title, "rows": rows})
+
+    log("deterministic figures (%.0f s so far)" % (time.monotonic() - t_start))
+    tmp = tempfile.mkdtemp(prefix="nbd-bench-det-")
+    try:
+        det = deterministic(pin_cpu, det_cases(args.quick), tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    det_params = {"pin": pin_cpu}
+
+    elapsed = time.monotonic() - t_start
+    info["load_end"] = loadavg()
+    write_report(args.output, info, sections, det, det_params, elapsed)
+    raw = os.path.join(BIN, "results.json")
+    with open(raw, "w") as f:
+        json.dump({"info": info, "det": det, "sections": [
+            dict(s, rows=[dict(r, w=r["w"].label) for r in s["rows"]]) for s in sections]}, f, indent=1)
+    log("wrote %s in %.0f s" % (args.output, elapsed))
+
+
+if __name__ == "__main__":
+    main()

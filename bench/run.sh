@@ -1,0 +1,27 @@
+#!/bin/bash
+# bench/run.sh: build what the benchmark needs and run it all; writes
+# bench/RESULTS.md (machine, versions, date, the throughput tables, the
+# deterministic figures).  About eight minutes on 2 cores.
+#
+#   bash bench/run.sh            the full run
+#   bash bench/run.sh --quick    a short smoke run of the same steps
+#
+# Builds in build-bench (buildtype=release: an optimised libnbd-core, as
+# users install it) unless BENCH_BUILD names another directory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# nbdkit, libnbd-dev (the reference), valgrind and strace are in the list.
+bash scripts/deps.sh
+
+build=${BENCH_BUILD:-build-bench}
+if [[ -f $build/build.ninja ]]; then
+  meson configure "$build" -Dbuildtype=release -Dtests=false >/dev/null
+else
+  meson setup "$build" --buildtype=release -Dtests=false >/dev/null
+fi
+targets=(bench/bench-core bench/sink-server bench/ceiling)
+pkg-config --exists libnbd && targets+=(bench/bench-libnbd)
+ninja -C "$build" "${targets[@]}" >/dev/null
+
+BENCH_BUILD=$(realpath "$build") exec python3 bench/run.py "$@"

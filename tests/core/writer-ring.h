@@ -1,0 +1,419 @@
+/* writer-ring.h: the test side of the concurrent writer, shared by the
+ * writer-*.c tests (header-only; include it from one .c file).
+ *
+ * A ring of fixed-size chunks filled by the writer callback (under the
+ * ring's mutex, never blocking) and drained by a writer thread that sends
+ * from the head outside the mutex, as many bytes per sendmsg(2) as the ring
+ * holds, polling for POLLOUT on EAGAIN.  On the end-of-stream mark (buf
+ * NULL, len 0) it sends what is queued, then shutdown(fd, SHUT_WR), and ends.
+ * The fd comes from nbd_aio_get_fd, asked by the thread itself when it first
+ * has bytes to send (as a user would, possibly while a sync call holds the
+ * handle lock).
+ *
+ * Knobs for the tests, all under the ring's lock:
+ *  - gate_closed: the thread sends nothing while set (a slow writer);
+ *    gate_open_at (a wr_now () time) opens it by itself then;
+ *  - fail_after: send exactly that many bytes, wait until `armed`, sleep
+ *    fail_delay_ms, then nbd_concurrent_writer_error(h, fail_errno) (and a
+ *    second one with fail_errno2 if set) and send nothing more;
+ *  - cb_fail_at: the callback itself reports cb_errno once it has accepted
+ *    that many bytes (it runs with the handle lock held);
+ *  - record: keep a copy of every byte handed over (log).
+ * Counters record what happened, for the tests to check.
+ */
+#ifndef WRITER_RING_H
+#define WRITER_RING_H
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <libnbd.h>
+
+#define WR_CHUNK (256 * 1024)
+#define WR_MAX_IOV 64
+
+struct wr_chunk {
+  struct wr_chunk *next;
+  size_t start, end;
+  char data[WR_CHUNK];
+};
+
+struct wring {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  struct wr_chunk *head, *tail, *spare;
+  size_t queued;
+  struct nbd_handle *h;
+  int fd;                       /* the writer thread's own copy */
+  pthread_t thread;
+  bool started, stop, thread_done;
+
+  /* What happened. */
+  uint64_t accepted;            /* bytes handed to the callback */
+  uint64_t sent;                /* bytes the thread sent */
+  unsigned calls;               /* callback calls with bytes */
+  unsigned eos_count;           /* end-of-stream marks */
+  bool bytes_after_eos;         /* bytes handed over after the mark */
+  bool bad_call;                /* buf NULL with len > 0, or len 0 with buf */
+  bool shut_wr;                 /* the thread did shutdown(SHUT_WR) */
+  uint64_t queued_at_shut_wr;   /* bytes still in the ring then (must be 0) */
+  uint64_t sent_at_shut_wr;
+  int send_errno;               /* a real send failure, reported */
+  bool failed;                  /* the thread stopped sending */
+  unsigned sendmsg_calls;       /* successful sendmsg calls */
+
+  /* Knobs. */
+  bool gate_closed;
+  double gate_open_at;          /* wr_now () at which the gate opens, or 0 */
+  uint64_t queued_at_gate_open;
+  unsigned eos_at_gate_open;
+  uint64_t fail_after;
+  int fail_errno, fail_errno2;
+  unsigned fail_delay_ms;
+  bool armed;
+  int fail_rc, fail_rc2;        /* what the reports returned */
+  int fail_reported_errno;      /* nbd_get_errno () after a failed report */
+  struct timespec fail_time;
+  bool fail_done;
+  uint64_t cb_fail_at;
+  int cb_errno, cb_fail_rc;
+  bool cb_failed;
+  bool record;
+  char *log;
+  size_t log_len, log_cap;
+};
+
+static inline double
+wr_now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static inline void
+wr_sleep_ms (unsigned ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+
+  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
+static inline void
+wr_log (struct wring *r, const void *buf, size_t len)
+{
+  if (r->log_len + len > r->log_cap) {
+    size_t cap = r->log_cap ? r->log_cap * 2 : 65536;
+    char *p;
+
+    while (cap < r->log_len + len)
+      cap *= 2;
+    p = realloc (r->log, cap);
+    if (!p)
+      abort ();
+    r->log = p;
+    r->log_cap = cap;
+  }
+  memcpy (r->log + r->log_len, buf, len);
+  r->log_len += len;
+}
+
+/* The writer callback: runs inside libnbd-core with the handle locked. */
+static inline void
+wr_enqueue (void *data, const void *buf, size_t len)
+{
+  struct wring *r = data;
+  const char *p = buf;
+
+  pthread_mutex_lock (&r->lock);
+  if ((buf == NULL) != (len == 0))
+    r->bad_call = true;
+  if (buf == NULL && len == 0)
+    r->eos_count++;
+  else {
+    if (r->eos_count)
+      r->bytes_after_eos = true;
+    r->calls++;
+    r->accepted += len;
+    if (r->record)
+      wr_log (r, buf, len);
+  }
+  while (len > 0 && !r->failed) {
+    struct wr_chunk *c = r->tail;
+    size_t n;
+
+    if (c == NULL || c->end == WR_CHUNK) {
+      c = r->spare;
+      if (c)
+        r->spare = c->next;
+      else if ((c = malloc (sizeof *c)) == NULL) {
+        r->failed = true;
+        nbd_concurrent_writer_error (r->h, ENOMEM);
+        break;
+      }
+      c->next = NULL;
+      c->start = c->end = 0;
+      if (r->tail)
+        r->tail->next = c;
+      else
+        r->head = c;
+      r->tail = c;
+    }
+    n = WR_CHUNK - c->end < len ? WR_CHUNK - c->end : len;
+    memcpy (c->data + c->end, p, n);
+    c->end += n;
+    p += n;
+    len -= n;
+    r->queued += n;
+  }
+  /* A failure reported from inside the callback, lock held. */
+  if (r->cb_fail_at && !r->cb_failed && r->accepted >= r->cb_fail_at) {
+    r->cb_failed = true;
+    r->cb_fail_rc = nbd_concurrent_writer_error (r->h, r->cb_errno);
+  }
+  pthread_cond_broadcast (&r->cond);
+  pthread_mutex_unlock (&r->lock);
+}
+
+static inline void
+wr_consume (struct wring *r, size_t n)
+{
+  r->queued -= n;
+  r->sent += n;
+  while (n > 0) {
+    struct wr_chunk *c = r->head;
+    size_t take = c->end - c->start < n ? c->end - c->start : n;
+
+    c->start += take;
+    n -= take;
+    if (c->start == c->end) {
+      if (c == r->tail)
+        c->start = c->end = 0;
+      else {
+        r->head = c->next;
+        c->next = r->spare;
+        r->spare = c;
+      }
+    }
+  }
+}
+
+static inline void
+wr_timed_wait (struct wring *r, unsigned ms)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+  ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait (&r->cond, &r->lock, &ts);
+}
+
+/* Inject the configured failure (lock held on entry and exit). */
+static inline void
+wr_inject (struct wring *r)
+{
+  while (!r->armed && !r->stop)
+    wr_timed_wait (r, 100);
+  unsigned delay = r->fail_delay_ms;
+  int e1 = r->fail_errno, e2 = r->fail_errno2, rc1, rc2 = 0, rerr = 0;
+  struct timespec t;
+
+  pthread_mutex_unlock (&r->lock);
+  wr_sleep_ms (delay);
+  clock_gettime (CLOCK_MONOTONIC, &t);
+  rc1 = nbd_concurrent_writer_error (r->h, e1);
+  if (rc1 == -1)
+    rerr = nbd_get_errno ();
+  if (e2)
+    rc2 = nbd_concurrent_writer_error (r->h, e2);
+  pthread_mutex_lock (&r->lock);
+  r->fail_time = t;
+  r->fail_rc = rc1;
+  r->fail_rc2 = rc2;
+  r->fail_reported_errno = rerr;
+  r->fail_done = true;
+  r->failed = true;
+  pthread_cond_broadcast (&r->cond);
+}
+
+static inline void *
+wr_thread (void *arg)
+{
+  struct wring *r = arg;
+  struct iovec iov[WR_MAX_IOV];
+
+  pthread_mutex_lock (&r->lock);
+  for (;;) {
+    struct msghdr msg = { .msg_iov = iov };
+    uint64_t limit = UINT64_MAX;
+    ssize_t n;
+    int i = 0, err;
+
+    if (r->stop)
+      break;
+    if (r->failed) {
+      wr_timed_wait (r, 100);
+      continue;
+    }
+    if (r->fail_after && r->sent == r->fail_after) {
+      wr_inject (r);
+      continue;
+    }
+    if (r->gate_closed) {
+      if (r->gate_open_at && wr_now () >= r->gate_open_at) {
+        r->gate_closed = false;
+        r->queued_at_gate_open = r->queued;
+        r->eos_at_gate_open = r->eos_count;
+        continue;
+      }
+      wr_timed_wait (r, 10);
+      continue;
+    }
+    if (r->queued == 0) {
+      if (r->eos_count) {
+        r->queued_at_shut_wr = r->queued;
+        r->sent_at_shut_wr = r->sent;
+        r->shut_wr = true;
+        pthread_mutex_unlock (&r->lock);
+        shutdown (r->fd, SHUT_WR);
+        pthread_mutex_lock (&r->lock);
+        break;
+      }
+      wr_timed_wait (r, 100);
+      continue;
+    }
+    if (r->fail_after)
+      limit = r->fail_after - r->sent;
+    for (struct wr_chunk *c = r->head; c && i < WR_MAX_IOV && limit > 0; c = c->next)
+      if (c->end > c->start) {
+        size_t len = c->end - c->start;
+
+        if (len > limit)
+          len = (size_t) limit;
+        iov[i].iov_base = c->data + c->start;
+        iov[i++].iov_len = len;
+        limit -= len;
+      }
+    msg.msg_iovlen = (size_t) i;
+    pthread_mutex_unlock (&r->lock);
+
+    if (r->fd == -1)
+      r->fd = nbd_aio_get_fd (r->h);
+    n = sendmsg (r->fd, &msg, MSG_NOSIGNAL);
+    err = errno;
+    if (n == -1 && (err == EAGAIN || err == EWOULDBLOCK)) {
+      struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
+
+      poll (&pfd, 1, 100);
+    }
+    else if (n == -1 && err != EINTR) {
+      nbd_concurrent_writer_error (r->h, err);
+      pthread_mutex_lock (&r->lock);
+      r->send_errno = err;
+      r->failed = true;
+      continue;
+    }
+    pthread_mutex_lock (&r->lock);
+    if (n > 0) {
+      r->sendmsg_calls++;
+      wr_consume (r, (size_t) n);
+    }
+  }
+  r->thread_done = true;
+  pthread_cond_broadcast (&r->cond);
+  pthread_mutex_unlock (&r->lock);
+  return NULL;
+}
+
+/* Make the ring for @h and start its thread (before setting the writer). */
+static inline int
+wr_start (struct wring *r, struct nbd_handle *h)
+{
+  memset (r, 0, sizeof *r);
+  pthread_mutex_init (&r->lock, NULL);
+  pthread_cond_init (&r->cond, NULL);
+  r->h = h;
+  r->fd = -1;
+  if (pthread_create (&r->thread, NULL, wr_thread, r) != 0)
+    return -1;
+  r->started = true;
+  return 0;
+}
+
+/* Set knobs before the thread can see bytes. */
+#define WR_SET(r, field, value)                  \
+  do {                                           \
+    pthread_mutex_lock (&(r)->lock);             \
+    (r)->field = (value);                        \
+    pthread_cond_broadcast (&(r)->cond);         \
+    pthread_mutex_unlock (&(r)->lock);           \
+  } while (0)
+
+/* Wait (bounded) until the thread has ended by itself; true if it did. */
+static inline bool
+wr_wait_done (struct wring *r, unsigned ms)
+{
+  double end = wr_now () + ms / 1000.0;
+  bool done;
+
+  pthread_mutex_lock (&r->lock);
+  while (!r->thread_done && wr_now () < end)
+    wr_timed_wait (r, 10);
+  done = r->thread_done;
+  pthread_mutex_unlock (&r->lock);
+  return done;
+}
+
+/* Stop and join the thread (if still running). */
+static inline void
+wr_stop (struct wring *r)
+{
+  if (!r->started)
+    return;
+  WR_SET (r, stop, true);
+  pthread_join (r->thread, NULL);
+  r->started = false;
+}
+
+/* After wr_stop (and nbd_close, if the callback may still run). */
+static inline void
+wr_free (struct wring *r)
+{
+  struct wr_chunk *lists[] = { r->head, r->spare };
+
+  wr_stop (r);
+  for (int i = 0; i < 2; i++)
+    for (struct wr_chunk *c = lists[i], *next; c; c = next) {
+      next = c->next;
+      free (c);
+    }
+  r->head = r->tail = r->spare = NULL;
+  free (r->log);
+  r->log = NULL;
+  pthread_cond_destroy (&r->cond);
+  pthread_mutex_destroy (&r->lock);
+}
+
+/* Read a counter under the lock. */
+#define WR_GET(r, field)                                        \
+  __extension__ ({                                              \
+    __typeof__ ((r)->field) v_;                                 \
+    pthread_mutex_lock (&(r)->lock);                            \
+    v_ = (r)->field;                                            \
+    pthread_mutex_unlock (&(r)->lock);                          \
+    v_;                                                         \
+  })
+
+#endif /* WRITER_RING_H */

@@ -1,0 +1,187 @@
+/* hostile-read: replies that lie about a read (or a write) cannot crash
+ * the client, corrupt memory outside the caller's buffer, or leave stale
+ * bytes in it.
+ *
+ * Against hostile-server.py, with structured replies negotiated unless a
+ * scenario says otherwise.  Faults that break the framing must fail the
+ * read with EPROTO and kill the connection: a simple reply to a read, an
+ * unknown cookie (simple and structured), a reply for a command already
+ * completed, data chunks larger than the request, beyond its end, before
+ * its start or at 0xffffffffffffff00, holes near 2^64 or of size 0, a
+ * structured chunk without structured replies, an error chunk whose
+ * message is longer than the chunk, unknown chunk types, NONE with a
+ * payload, a bad reply magic, a data chunk answering a write (whose buffer
+ * must stay untouched).  Faults that leave the stream in step fail only the
+ * read and the connection goes on: overlapping data or hole chunks (also
+ * among 64 chunks sent last first, which alone must read correctly), DONE
+ * before the request is covered (EIO: the covered parts hold the data, the
+ * rest is zeroed), error chunks (EIO), an error offset outside the request.
+ * In every case the buffer, filled with 0xaa first, holds no 0xaa
+ * afterwards.
+ */
+#include <errno.h>
+#include <libnbd.h>
+#include <string.h>
+
+#include "hostile.h"
+
+/* flags */
+#define NO_SR 1                 /* the server refuses structured replies */
+
+/* The read fails with sc->err and the connection dies. */
+static void
+read_kills (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+
+  if (sc->flags & NO_SR)
+    is_int (nbd_get_structured_replies_negotiated (h), 0,
+            "%s: structured replies were not negotiated", sc->name);
+  memset (buf, STALE_BYTE, sizeof buf);
+  check_error (sc->name, nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0), "nbd_pread", sc->err,
+               sc->text);
+  ok (is_all (buf, 0, sizeof buf), "%s: the buffer is zeroed, nothing stale", sc->name);
+  check_dead (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+/* The read fails with sc->err, the connection lives on. */
+static void
+read_fails (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+
+  memset (buf, STALE_BYTE, sizeof buf);
+  check_error (sc->name, nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0), "nbd_pread", sc->err,
+               sc->text);
+  ok (no_stale (buf, sizeof buf), "%s: no stale byte is left in the buffer", sc->name);
+  ok (nbd_aio_is_ready (h) == 1, "%s: the connection survives", sc->name);
+  check_usable (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+/* DONE after quarters 2 and 0 only: the read fails (short read) and only
+ * quarters 1 and 3, which the server never sent, are zero. */
+static void
+done_before_covered (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+  const size_t q = READ_COUNT / 4;
+
+  memset (buf, STALE_BYTE, sizeof buf);
+  check_error (sc->name, nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0), "nbd_pread", sc->err,
+               sc->text);
+  ok (is_pattern (buf, READ_OFFSET, q), "%s: quarter 0 holds the data sent", sc->name);
+  ok (is_all (buf + q, 0, q), "%s: quarter 1 (never sent) is zero", sc->name);
+  ok (is_pattern (buf + 2 * q, READ_OFFSET + 2 * q, q), "%s: quarter 2 holds the data sent",
+      sc->name);
+  ok (is_all (buf + 3 * q, 0, q), "%s: quarter 3 (never sent) is zero", sc->name);
+  ok (nbd_aio_is_ready (h) == 1, "%s: the connection survives", sc->name);
+  check_usable (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+/* The read succeeds with the right bytes, however the chunks came. */
+static void
+read_ok (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+
+  memset (buf, STALE_BYTE, sizeof buf);
+  if (!ok (nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0) == 0, "%s: nbd_pread", sc->name))
+    diag ("error: %s", nbd_get_error ());
+  ok (is_pattern (buf, READ_OFFSET, sizeof buf), "%s: reads the export's bytes", sc->name);
+  check_usable (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+/* The first read is answered, the second gets another reply to the first. */
+static void
+reply_twice (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+
+  memset (buf, STALE_BYTE, sizeof buf);
+  if (!ok (nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0) == 0, "%s: the first read", sc->name))
+    diag ("error: %s", nbd_get_error ());
+  ok (is_pattern (buf, READ_OFFSET, sizeof buf), "%s: reads the export's bytes", sc->name);
+  memset (buf, STALE_BYTE, sizeof buf);
+  check_error (sc->name, nbd_pread (h, buf, sizeof buf, READ_OFFSET, 0), "nbd_pread", sc->err,
+               sc->text);
+  ok (is_all (buf, 0, sizeof buf), "%s: the buffer is zeroed, nothing stale", sc->name);
+  check_dead (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+/* A write answered with a data chunk: the client must not write the
+ * server's bytes into the caller's (const) source buffer. */
+static void
+write_answered_with_data (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+
+  memset (buf, 0x5c, sizeof buf);
+  check_error (sc->name, nbd_pwrite (h, buf, sizeof buf, READ_OFFSET, 0), "nbd_pwrite", sc->err,
+               sc->text);
+  ok (is_all (buf, 0x5c, sizeof buf), "%s: the source buffer is untouched", sc->name);
+  check_dead (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
+static const struct scenario scenarios[] = {
+  { "read-simple-reply-with-sr", read_kills, EPROTO,
+    "simple reply to a read, but structured replies were negotiated" },
+  { "read-unknown-cookie-simple", read_kills, EPROTO, "simple reply with an unknown cookie" },
+  { "read-unknown-cookie-structured", read_kills, EPROTO,
+    "structured reply chunk with an unknown cookie" },
+  { "read-reply-twice", reply_twice, EPROTO, "structured reply chunk with an unknown cookie" },
+  { "read-chunk-larger-than-request", read_kills, EPROTO,
+    "data chunk larger than the read request" },
+  { "read-chunk-past-end", read_kills, EPROTO, "data chunk outside the read request" },
+  { "read-chunk-before-start", read_kills, EPROTO, "data chunk outside the read request" },
+  { "read-chunk-offset-near-2^64", read_kills, EPROTO, "data chunk outside the read request" },
+  { "read-hole-near-2^64", read_kills, EPROTO, "hole chunk outside the read request" },
+  { "read-hole-zero-size", read_kills, EPROTO, "hole chunk of size 0" },
+  { "read-hole-without-sr", read_kills, EPROTO,
+    "structured reply, but structured replies were not negotiated", NO_SR },
+  { "read-error-message-too-long", read_kills, EPROTO,
+    "error chunk message longer than the chunk" },
+  { "read-unknown-chunk-type", read_kills, EPROTO, "reply chunk of an unknown type" },
+  { "read-none-with-payload", read_kills, EPROTO, "NBD_REPLY_TYPE_NONE chunk with a payload" },
+  { "read-bad-reply-magic", read_kills, EPROTO, "reply with an unknown magic number" },
+  { "write-answered-with-data", write_answered_with_data, EPROTO,
+    "data chunk in the reply to a command that is not a read" },
+  { "read-overlapping-data", read_fails, EPROTO, "server sent overlapping data chunks" },
+  { "read-overlapping-hole", read_fails, EPROTO, "server sent overlapping read chunks" },
+  { "read-many-chunks-reverse", read_ok },
+  { "read-many-chunks-overlap", read_fails, EPROTO, "server sent overlapping data chunks" },
+  { "read-done-before-covered", done_before_covered, EIO, "short read" },
+  { "read-done-without-data", read_fails, EIO, "short read" },
+  { "read-error-chunk", read_fails, EIO, "the server reported an error" },
+  { "read-unknown-error-type", read_fails, EIO, "the server reported an error" },
+  { "read-error-offset-outside", read_fails, EPROTO, "error offset outside the request" },
+};
+
+int
+main (int argc, char **argv)
+{
+  return hostile_main (argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
+}
