@@ -2,8 +2,10 @@
  * pump that speaks the benchmark's messages to the sink server with no
  * library at all: the same request headers and write payloads, QD in
  * flight, many requests per sendmsg(2), many replies per recv(2), large read
- * payloads received straight into one buffer.  No checks beyond the
- * framing, no callbacks, no locks: what is left is the socket's cost.
+ * payloads received straight into the request's buffer.  Like bench, each
+ * request slot has its own buffer, filled with data (a zero-page buffer
+ * would flatter the copies).  No checks beyond the framing, no callbacks,
+ * no locks: what is left is the socket's cost.
  *
  *   ceiling --connect SOCKET [--workload randread|randwrite|seqread|seqwrite]
  *           [--bs SIZE] [--qd N] [--duration SECONDS]
@@ -90,7 +92,7 @@ main (int argc, char *argv[])
   struct nbd_request *reqs;
   int *sendq, nsend = 0, fd, *free_slots, nfree, cur = 0;
   size_t out_pos = 0;
-  char *payload, *rbuf, *sink;
+  char **bufs, *rbuf;
   size_t rstart = 0, rend = 0, hdr_have = 0;
   unsigned char hdr[16];
   uint64_t data_left = 0;
@@ -151,11 +153,16 @@ main (int argc, char *argv[])
     die ("malloc");
   for (nfree = 0; nfree < qd; nfree++)
     free_slots[nfree] = nfree;
-  payload = calloc (1, bs);
+  bufs = calloc (qd, sizeof *bufs);
   rbuf = malloc (RBUF);
-  sink = malloc (bs);
-  if (!reqs || !sendq || !payload || !rbuf || !sink)
+  if (!reqs || !sendq || !bufs || !rbuf)
     die ("malloc");
+  for (int i = 0; i < qd; i++) {
+    bufs[i] = malloc (bs);
+    if (!bufs[i])
+      die ("malloc");
+    memset (bufs[i], 0xa5 ^ i, bs);
+  }
 
   t0 = now ();
   deadline = t0 + duration;
@@ -210,7 +217,7 @@ main (int argc, char *argv[])
         else
           skip -= sizeof (struct nbd_request);
         if (writes) {
-          iov[n].iov_base = payload + skip;
+          iov[n].iov_base = bufs[sendq[k]] + skip;
           iov[n++].iov_len = bs - skip;
           skip = 0;
         }
@@ -251,7 +258,7 @@ main (int argc, char *argv[])
 
       if (data_left >= DIRECT_MIN && rstart == rend) {
         asked = data_left;
-        n = recv (fd, sink, asked, 0);
+        n = recv (fd, bufs[cur] + (bs - data_left), asked, 0);
         if (n > 0 && (data_left -= n) == 0) {
           free_slots[nfree++] = cur;
           in_flight--;

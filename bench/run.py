@@ -8,16 +8,20 @@ project's sink-server, and ceiling (a bare socket pump: the transport's own
 limit).
 
 Throughput: per workload and configuration, runs of a fixed duration
-alternate A B C, A B C, ... (A libnbd-core, B libnbd, C libnbd-core with the
-concurrent writer); the table shows the median ops/s and MiB/s of each and
-the median of the pairwise ratios (A_i/B_i, C_i/A_i of the same round).
+alternate A B C [D], A B C [D], ... (A libnbd-core, B libnbd, C libnbd-core
+with the concurrent writer, D the socket pump where it applies); the table
+shows the median ops/s and MiB/s of each and the median of the pairwise
+ratios (A_i/B_i, C_i/A_i, A_i/D_i of the same round).
 
-Deterministic figures (4 KiB reads and writes, 64 in flight, against the
-sink server, client and server pinned to one CPU): instructions per request
-under callgrind and system calls per request under strace -f -c, each as
-(long run - short run) / (request difference), so set-up and tear-down
-cancel out.  Where perf works, also system calls per request at full speed
-(raw_syscalls:sys_enter), which strace's slowing cannot distort.
+Deterministic figures (4 KiB reads and writes at 64 in flight, and one
+large read and write workload, against the sink server, client and server
+pinned to one CPU): instructions per request under callgrind and system
+calls per request under strace -f -c, each as (long run - short run) /
+(request difference), so set-up and tear-down cancel out.  Where perf
+works, also system calls per request at full speed (raw_syscalls:sys_enter),
+which strace's slowing cannot distort.
+
+  python3 bench/run.py [--quick] [--output FILE]    (bench/run.sh builds first)
 """
 import argparse
 import datetime
@@ -522,7 +526,7 @@ def write_report(path, info, sections, det, det_params, elapsed):
         f.write("\n".join(o))
 
 
-def versions(pin):
+def versions():
     out = []
     sink = Sink(None)
     try:
@@ -545,8 +549,10 @@ def versions(pin):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a short smoke run (1 round, 0.3 s, few workloads)")
-    ap.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--output", help="default: bench/RESULTS.md, or build-bench/bench/RESULTS-quick.md")
     args = ap.parse_args()
+    if not args.output:
+        args.output = os.path.join(BIN, "RESULTS-quick.md") if args.quick else os.path.join(HERE, "RESULTS.md")
 
     t_start = time.monotonic()
     cpus = sorted(os.sched_getaffinity(0))
@@ -559,16 +565,15 @@ def main():
         duration, rounds = 1.0, 3
         workloads = WORKLOADS
         nbdkit_wl = NBDKIT_WORKLOADS
-    have_libnbd = os.path.exists(LIBNBD)
-    variants = [v for v in VARIANTS if have_libnbd or v[0] != "libnbd"]
-    if not have_libnbd:
+    if not os.path.exists(LIBNBD):
         sys.exit("run.py: %s is missing: install libnbd-dev and rebuild" % LIBNBD)
+    variants = VARIANTS
 
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "load_start": loadavg(),
-        "versions": versions(pin_cpu),
+        "versions": versions(),
         "duration": duration,
         "rounds": rounds,
         "pin_cpu": pin_cpu,

@@ -399,8 +399,14 @@ extern char *nbd_get_uri (struct nbd_handle *h)
  *   it cannot queue the bytes, or if your thread later fails to send them,
  *   report it with nbd_concurrent_writer_error.
  *
+ *   Under TLS the bytes are TLS records (ciphertext) from the TLS handshake
+ *   after NBD_OPT_STARTTLS on: encrypting stays on the thread driving the
+ *   handle, only sending moves to yours.  After NBD_CMD_DISC, TLS's
+ *   close_notify comes before the end-of-stream mark.
+ *
  *   End of stream: writer(data, NULL, 0) means that no more bytes will
- *   come (NBD_CMD_DISC was the last request).  Your thread must send every
+ *   come (NBD_CMD_DISC, or NBD_OPT_ABORT in option mode, was the last
+ *   request).  Your thread must send every
  *   byte queued before it and then shut down the socket's write side
  *   (shutdown(fd, SHUT_WR)); the core does not shut it down itself while a
  *   writer is set, so that the shutdown can never overtake queued bytes.
@@ -439,9 +445,29 @@ extern char *nbd_get_uri (struct nbd_handle *h)
  *   0 on success, -1 on error (see nbd_get_error(3), nbd_get_errno(3)).
  */
 typedef void (*nbd_writer_cb) (void *data, const void *buf, size_t len);
+/* The zero-copy variant.  Same contract as above, except for write
+ * payloads: the callback gets flags LIBNBD_WRITER_LENT and a buf that is
+ * the caller's own buffer, lent without a copy.  It stays valid until your
+ * thread gives it back with nbd_concurrent_writer_release(h, len), where
+ * the lens of all releases add up, in the order the lent buffers came, to
+ * the bytes lent so far (release each lent byte exactly once, when sent or
+ * dropped).  Everything else (headers, handshake, TLS records) still comes
+ * with flags 0, valid only during the call.  A command whose payload is
+ * still lent when the connection dies completes (with the error) only once
+ * it is given back: after a failure your thread must drop and release what
+ * it holds.  nbd_concurrent_writer_release is lock-free, safe from any
+ * thread; it fails with EINVAL if more is released than was lent. */
+#define LIBNBD_WRITER_LENT 1U
+typedef void (*nbd_writer_zero_copy_cb) (void *data, const void *buf, size_t len,
+                                         unsigned flags);
 extern int nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb writer)
   LIBNBD_ATTRIBUTE_NONNULL (1);
 extern int nbd_concurrent_writer_error (struct nbd_handle *h, int err)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+extern int nbd_set_concurrent_writer_zero_copy (struct nbd_handle *h, void *data,
+                                                nbd_writer_zero_copy_cb writer)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+extern int nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
   LIBNBD_ATTRIBUTE_NONNULL (1);
 
 /* ---- Witness macros: one per call this header declares ---------------- */
@@ -574,6 +600,8 @@ extern int nbd_concurrent_writer_error (struct nbd_handle *h, int err)
 #define LIBNBD_HAVE_NBD_GET_URI 1
 #define LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER 1
 #define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_ERROR 1
+#define LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY 1
+#define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_RELEASE 1
 
 #ifdef __cplusplus
 }

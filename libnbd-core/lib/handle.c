@@ -85,6 +85,8 @@ nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted)
     pthread_mutex_unlock (&h->lock);
     return false;
   }
+  if (__builtin_expect (h->nr_pinned != 0, 0))
+    nbd_internal_unpin (h);
   debug (h, "enter: %s", name);
   return true;
 }
@@ -208,6 +210,7 @@ nbd_create (void)
   }
   pthread_mutex_init (&h->lock, NULL);
   nbd_internal_set_fd (h, -1);
+  h->zc_wake = -1;
   h->pid = -1;
   h->unique = 1;
   h->tls_verify_peer = true;
@@ -236,7 +239,9 @@ nbd_close (struct nbd_handle *h)
   debug (h, "closing handle");
   /* libnbd 1.18's rule: every command not yet completed gets its
    * completion callback, with ENOTCONN, before anything is freed. */
+  h->closing = true;
   nbd_internal_abort_commands (h, ENOTCONN);
+  nbd_internal_unpin (h);
   if (h->opt.kind != OPTK_NONE)
     nbd_internal_opt_complete (h, ENOTCONN, "handle closed");
   nbd_internal_free_commands (h);
@@ -244,6 +249,8 @@ nbd_close (struct nbd_handle *h)
   nbd_internal_tls_free (h);
   if (h->fd >= 0)
     close (h->fd);
+  if (h->zc_wake >= 0)
+    close (h->zc_wake);
   if (h->tcp_all)
     freeaddrinfo (h->tcp_all);
   if (h->pid > 0) {

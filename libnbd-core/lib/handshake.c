@@ -1,7 +1,9 @@
 /* handshake.c: everything before transmission — the server's magic,
- * oldstyle and (fixed) newstyle, the options in lockstep (STRUCTURED_REPLY,
- * SET_META_CONTEXT, GO/INFO with the EXPORT_NAME fallback, LIST,
- * LIST_META_CONTEXT, ABORT) and the export facts they bring.
+ * oldstyle and (fixed) newstyle, the options in lockstep (STARTTLS first,
+ * then STRUCTURED_REPLY, SET_META_CONTEXT, GO/INFO with the EXPORT_NAME
+ * fallback, LIST, LIST_META_CONTEXT, ABORT) and the export facts they bring.
+ * With TLS required, anything short of a TLS session ends the connection;
+ * after STARTTLS the same I/O goes through tls.c's records.
  *
  * The handshake is small and strictly request/reply, so it has its own
  * simple I/O: one outgoing buffer and one exact-length incoming target at a

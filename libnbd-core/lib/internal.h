@@ -70,7 +70,9 @@ enum public_state {
 
 /* ---- Commands --------------------------------------------------------- */
 
-enum cmd_state { CMD_FREE, CMD_QUEUED, CMD_IN_FLIGHT, CMD_DONE };
+/* CMD_PINNED: failed, but its payload is still lent to a zero-copy writer,
+ * so it cannot complete (and free the caller to reuse the buffer) yet. */
+enum cmd_state { CMD_FREE, CMD_QUEUED, CMD_IN_FLIGHT, CMD_PINNED, CMD_DONE };
 
 /* A byte range already filled by a structured read reply. */
 struct range {
@@ -99,6 +101,7 @@ struct command {
   uint64_t fill_end;            /* chunks ending here or below arrived in order */
   struct range *ranges;         /* out-of-order chunks (rare), sorted */
   size_t nr_ranges, cap_ranges;
+  uint64_t borrow_end;          /* zero-copy writer: lent bytes up to this payload's end */
   struct nbd_request req;       /* the header as sent, big-endian */
 };
 
@@ -182,8 +185,14 @@ struct nbd_handle {
   bool shut_wr_done;
 
   /* The concurrent writer (writer.c). */
-  nbd_writer_cb writer;
+  nbd_writer_cb writer;         /* also set (to a marker) for the zero-copy writer */
+  nbd_writer_zero_copy_cb writer_zc;
   void *writer_data;
+  _Atomic uint64_t zc_lent;     /* payload bytes lent to the zero-copy writer */
+  _Atomic uint64_t zc_released; /* ... and given back by it */
+  int zc_wake;                  /* eventfd: a release happened (for waiters) */
+  uint32_t nr_pinned;
+  bool closing;
   _Atomic int writer_err;       /* first error the writer reported, 0 if none */
   _Atomic int wake_fd;          /* h->fd, for nbd_concurrent_writer_error */
 
@@ -351,6 +360,13 @@ bool nbd_internal_closure_missing (const nbd_chunk_callback *chunk,
 void nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len);
 /* If the writer reported an error, kill the connection; returns -1 then. */
 int nbd_internal_writer_check (struct nbd_handle *h);
+/* Lend a write payload to the zero-copy writer (else copy it, as above). */
+void nbd_internal_writer_lend (struct nbd_handle *h, struct command *cmd, const void *buf,
+                               size_t len);
+/* Complete pinned commands whose payloads the writer has given back. */
+void nbd_internal_unpin (struct nbd_handle *h);
+/* Wait (bounded by the writer's promise) until a release happens. */
+void nbd_internal_wait_release (struct nbd_handle *h, int timeout_ms);
 void nbd_internal_set_fd (struct nbd_handle *h, int fd);
 
 /* ---- tls.c (only with GnuTLS) ----------------------------------------- */

@@ -19,7 +19,7 @@
 /* iovecs per sendmsg: two per command (header and payload). */
 #define IOV_BATCH 128
 /* TLS: plaintext encrypted ahead of the socket, without a writer. */
-#define TLS_OUT_BATCH (256 * 1024)
+#define TLS_OUT_BATCH (64 * 1024)
 
 /* ---- The pool --------------------------------------------------------- */
 
@@ -236,6 +236,7 @@ nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint6
   cmd->error = 0;
   cmd->why = NULL;
   cmd->data_seen = 0;
+  cmd->borrow_end = 0;
   cmd->fill_end = offset;
   cmd->nr_ranges = 0;
   cmd->initialize = type == NBD_CMD_READ && h->pread_initialize;
@@ -333,7 +334,7 @@ flush_to_writer (struct nbd_handle *h)
     else
       skip -= hlen;
     if (cmd->type == NBD_CMD_WRITE && cmd->count > skip)
-      nbd_internal_writer_send (h, (char *) cmd->data + skip, cmd->count - skip);
+      nbd_internal_writer_lend (h, cmd, (char *) cmd->data + skip, cmd->count - skip);
     issued (h);
   }
   return 0;
@@ -536,6 +537,15 @@ nbd_internal_abort_commands (struct nbd_handle *h, int errnum)
       cmd->error = errnum;
     if (!cmd->why)
       cmd->why = "the connection was lost before the server replied";
+    /* The caller may free the buffer once the command completes: not while
+     * a zero-copy writer still holds it.  nbd_close waits for nobody (its
+     * contract: the writer's thread is stopped first). */
+    if (cmd->type == NBD_CMD_WRITE && !h->closing &&
+        cmd->borrow_end > atomic_load (&h->zc_released)) {
+      cmd->state = CMD_PINNED;
+      h->nr_pinned++;
+      continue;
+    }
     nbd_internal_finish_command (h, cmd);
   }
   nbd_internal_reset_reply (h);

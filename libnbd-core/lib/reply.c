@@ -93,6 +93,11 @@ complete (struct nbd_handle *h)
   struct command *cmd = h->rcmd;
 
   nbd_internal_reset_reply (h);
+  /* A server may answer a write before reading its payload (qemu-nbd
+   * refuses one above its limit at once): while a zero-copy writer still
+   * holds the payload, the caller must not get its buffer back. */
+  while (cmd->type == NBD_CMD_WRITE && cmd->borrow_end > atomic_load (&h->zc_released))
+    nbd_internal_wait_release (h, 1000);
   nbd_internal_finish_command (h, cmd);
 }
 

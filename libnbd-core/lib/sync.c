@@ -50,6 +50,12 @@ nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie)
   while (!is_done (h, cookie)) {
     if (nbd_internal_poll (h, -1) == -1) {
       transport_failed = true;
+      /* A write whose buffer a zero-copy writer still holds completes once
+       * the writer gives it back (it must, once its sends fail). */
+      while (h->nr_pinned && !is_done (h, cookie)) {
+        nbd_internal_wait_release (h, 1000);
+        nbd_internal_unpin (h);
+      }
       if (!is_done (h, cookie))
         return -1;
     }

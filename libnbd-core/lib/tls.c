@@ -33,6 +33,8 @@
 /* TLS 1.2 or later (the NBD spec), GnuTLS's normal ciphers otherwise. */
 #define TLS_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define TLS_PRIORITY_PSK TLS_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
+/* The same with ChaCha20 after the AES ciphers (see aes_first). */
+#define TLS_PRIORITY_PSK_AES TLS_PRIORITY_PSK ":-CHACHA20-POLY1305:+CHACHA20-POLY1305"
 
 /* Ciphertext read per recv(2): many records of a large read reply. */
 #define TLS_IN_SIZE (256 * 1024)
@@ -379,6 +381,38 @@ out:
   return r;
 }
 
+/* A TLS 1.3 PSK is tied to SHA-256, which AES-256-GCM (GnuTLS's first
+ * choice) cannot use, so GnuTLS's normal order lands on ChaCha20 before
+ * AES-128-GCM, even where AES is done in hardware and is several times
+ * faster.  GnuTLS knows the hardware: if it puts an AES-GCM cipher before
+ * ChaCha20 in its normal order, AES-128-GCM goes first for a PSK too. */
+static bool
+aes_first (void)
+{
+  static _Atomic int cached;    /* 0 unknown, 1 yes, 2 no */
+  gnutls_priority_t prio;
+  const unsigned *list;
+  int n, r = atomic_load (&cached);
+
+  if (r)
+    return r == 1;
+  r = 2;
+  if (gnutls_priority_init (&prio, "NORMAL", NULL) >= 0) {
+    n = gnutls_priority_cipher_list (prio, &list);
+    for (int i = 0; i < n; i++) {
+      if (list[i] == GNUTLS_CIPHER_AES_256_GCM || list[i] == GNUTLS_CIPHER_AES_128_GCM) {
+        r = 1;
+        break;
+      }
+      if (list[i] == GNUTLS_CIPHER_CHACHA20_POLY1305)
+        break;
+    }
+    gnutls_priority_deinit (prio);
+  }
+  atomic_store (&cached, r);
+  return r == 1;
+}
+
 static int
 set_up_psk (struct nbd_handle *h, struct nbd_tls *t)
 {
@@ -391,7 +425,8 @@ set_up_psk (struct nbd_handle *h, struct nbd_tls *t)
                "nbd_set_tls_username or user@ in the URI");
     return -1;
   }
-  err = gnutls_priority_set_direct (t->session, TLS_PRIORITY_PSK, NULL);
+  err = gnutls_priority_set_direct (t->session,
+                                    aes_first () ? TLS_PRIORITY_PSK_AES : TLS_PRIORITY_PSK, NULL);
   if (err < 0) {
     set_error (EINVAL, "TLS: gnutls_priority_set_direct: %s", gnutls_strerror (err));
     return -1;
@@ -538,10 +573,12 @@ tls_error (struct nbd_handle *h, int err, const char *what)
   }
   if (cert_wanted (t) && (hung_up || err == GNUTLS_E_PULL_ERROR ||
                           err == GNUTLS_E_FATAL_ALERT_RECEIVED)) {
+    const char *alert = err == GNUTLS_E_FATAL_ALERT_RECEIVED
+                        ? gnutls_alert_get_name (gnutls_alert_get (t->session)) : NULL;
+
     set_error (EACCES, "%s: the server asked for a client certificate and we have none (%s), "
-               "then %s", what, CERT_FILES,
-               err == GNUTLS_E_FATAL_ALERT_RECEIVED ? gnutls_alert_get_name (gnutls_alert_get (t->session))
-               : "closed the connection");
+               "then %s%s", what, CERT_FILES, alert ? "sent the alert " : "",
+               alert ? alert : "closed the connection");
     return EACCES;
   }
   switch (err) {
@@ -680,8 +717,10 @@ nbd_internal_tls_recv (struct nbd_handle *h, void *buf, size_t len)
 
   for (;;) {
     r = gnutls_record_recv (t->session, buf, len);
-    if (r >= 0)
+    if (r > 0)
       return r;
+    if (r == 0)                 /* close_notify: as a hang-up, below */
+      r = GNUTLS_E_PREMATURE_TERMINATION;
     switch (r) {
     case GNUTLS_E_AGAIN:
       errno = EAGAIN;
@@ -691,9 +730,10 @@ nbd_internal_tls_recv (struct nbd_handle *h, void *buf, size_t len)
     case GNUTLS_E_GOT_APPLICATION_DATA:
       continue;
     case GNUTLS_E_PREMATURE_TERMINATION:
-      /* The server closed without close_notify: NBD's own framing tells
-       * a clean end (after NBD_CMD_DISC) from a cut reply.  Only while
-       * negotiating can it be the TLS layer's verdict. */
+      /* The server closed (with or without close_notify): NBD's own
+       * framing tells a clean end (after NBD_CMD_DISC) from a cut reply.
+       * Only while negotiating can it be the TLS layer's verdict on our
+       * certificate. */
       if (h->state != ST_HANDSHAKE || (!cert_wanted (t) && !cert_maybe_rejected (h)))
         return 0;
       /* fall through */
@@ -779,10 +819,17 @@ nbd_internal_tls_flush (struct nbd_handle *h)
 
   if (commit_stage (h) == -1)
     return -1;
-  if (h->writer && t->out_start < t->out_end) {
-    /* A writer arrived while ciphertext waited for the socket. */
-    nbd_internal_writer_send (h, t->out + t->out_start, t->out_end - t->out_start);
+  if (h->writer) {
+    /* A writer arrived while ciphertext (and perhaps the end of the
+     * write side) waited for the socket: it takes over, in order. */
+    if (t->out_start < t->out_end)
+      nbd_internal_writer_send (h, t->out + t->out_start, t->out_end - t->out_start);
     t->out_start = t->out_end = 0;
+    if (t->shut_wr_pending) {
+      t->shut_wr_pending = false;
+      nbd_internal_writer_send (h, NULL, 0);
+    }
+    return 1;
   }
   while (t->out_start < t->out_end) {
     ssize_t n = send (h->fd, t->out + t->out_start, t->out_end - t->out_start, MSG_NOSIGNAL);

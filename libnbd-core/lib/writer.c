@@ -7,7 +7,10 @@
  * shutdown(2)) so it is safe from the writer thread at any moment.
  */
 #include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -21,7 +24,57 @@ nbd_internal_set_fd (struct nbd_handle *h, int fd)
 void
 nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len)
 {
-  h->writer (h->writer_data, buf, len);
+  if (h->writer_zc)
+    h->writer_zc (h->writer_data, buf, len, 0);
+  else
+    h->writer (h->writer_data, buf, len);
+}
+
+void
+nbd_internal_writer_lend (struct nbd_handle *h, struct command *cmd, const void *buf, size_t len)
+{
+  if (!h->writer_zc) {
+    h->writer (h->writer_data, buf, len);
+    return;
+  }
+  cmd->borrow_end = atomic_load (&h->zc_lent) + len;
+  atomic_store (&h->zc_lent, cmd->borrow_end);
+  h->writer_zc (h->writer_data, buf, len, LIBNBD_WRITER_LENT);
+}
+
+void
+nbd_internal_unpin (struct nbd_handle *h)
+{
+  uint64_t released = atomic_load (&h->zc_released);
+
+  for (uint32_t i = 0; i < h->nr_slots && h->nr_pinned; i++) {
+    struct command *cmd = h->slots[i];
+
+    if (cmd->state == CMD_PINNED && (h->closing || cmd->borrow_end <= released)) {
+      h->nr_pinned--;
+      cmd->state = CMD_IN_FLIGHT;
+      nbd_internal_finish_command (h, cmd);
+    }
+  }
+}
+
+void
+nbd_internal_wait_release (struct nbd_handle *h, int timeout_ms)
+{
+  struct pollfd p = { .fd = h->zc_wake, .events = POLLIN };
+  uint64_t v;
+
+  if (h->zc_wake < 0)
+    return;
+  if (poll (&p, 1, timeout_ms) == 1 && read (h->zc_wake, &v, sizeof v) == -1)
+    return;
+}
+
+/* The marker in h->writer while the zero-copy variant is set: every test
+ * for "is there a writer" stays one pointer test. */
+static void
+zero_copy_marker (void *data, const void *buf, size_t len)
+{
 }
 
 int
@@ -36,18 +89,22 @@ nbd_internal_writer_check (struct nbd_handle *h)
   return -1;
 }
 
-EXPORT int
-nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb writer)
+static int
+set_writer (struct nbd_handle *h, const char *name, void *data, nbd_writer_cb writer,
+            nbd_writer_zero_copy_cb writer_zc)
 {
   int r = -1;
 
-  ENTER (h, "nbd_set_concurrent_writer", PS_CREATED | PS_CONNECTING | PS_CONNECTED, -1);
+  ENTER (h, name, PS_CREATED | PS_CONNECTING | PS_CONNECTED, -1);
   if (h->writer)
     set_error (EINVAL, "a concurrent writer is already set on this handle");
-  else if (!writer)
+  else if (!writer && !writer_zc)
     set_error (EFAULT, "writer cannot be NULL");
+  else if (writer_zc && (h->zc_wake = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1)
+    set_error (errno, "eventfd");
   else {
-    h->writer = writer;
+    h->writer = writer ? writer : zero_copy_marker;
+    h->writer_zc = writer_zc;
     h->writer_data = data;
     r = 0;
     /* Whatever was waiting for the socket now goes to the writer, after
@@ -60,6 +117,39 @@ nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb write
   }
   LEAVE (h);
   return r;
+}
+
+EXPORT int
+nbd_set_concurrent_writer (struct nbd_handle *h, void *data, nbd_writer_cb writer)
+{
+  return set_writer (h, "nbd_set_concurrent_writer", data, writer, NULL);
+}
+
+EXPORT int
+nbd_set_concurrent_writer_zero_copy (struct nbd_handle *h, void *data,
+                                     nbd_writer_zero_copy_cb writer)
+{
+  return set_writer (h, "nbd_set_concurrent_writer_zero_copy", data, NULL, writer);
+}
+
+EXPORT int
+nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
+{
+  uint64_t released, v = 1;
+
+  ENTER_NOLOCK ("nbd_concurrent_writer_release");
+  /* Compare and swap: a failed release never shows in the counter (not
+   * even for a moment, to nbd_internal_unpin), and len cannot wrap it. */
+  released = atomic_load (&h->zc_released);
+  do {
+    if (len > atomic_load (&h->zc_lent) - released) {
+      set_error (EINVAL, "released more bytes than were lent");
+      return -1;
+    }
+  } while (!atomic_compare_exchange_weak (&h->zc_released, &released, released + len));
+  if (h->zc_wake >= 0 && write (h->zc_wake, &v, sizeof v) == -1)
+    return 0;                   /* the counter is full: a wake is pending */
+  return 0;
 }
 
 EXPORT int

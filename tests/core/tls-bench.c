@@ -18,7 +18,10 @@
  * driving the handle with nbd_poll as a libnbd program does.  --writer
  * (libnbd-core only) sends through nbd_set_concurrent_writer with a writer
  * thread.  Keys and certificates are made once in --pki DIR (certtool,
- * psktool).  One line of output: lib, tls, writer, write and read MiB/s.
+ * psktool).  One line of output: lib, tls, writer, write and read MiB/s,
+ * this process's CPU time per MiB in each pass, and the server's per MiB
+ * over both (from RUSAGE_CHILDREN, including the certtool runs the first
+ * time --pki is made).
  *
  *   tls-bench [--tls none|psk|x509] [--writer] [--size MIB] [--bs KIB] [--qd N] [--pki DIR]
  */
@@ -33,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -83,7 +87,8 @@ make_pki (const char *d)
   snprintf (cmd, sizeof cmd,
             "cd '%s' && exec >/dev/null 2>&1 && "
             "certtool --generate-privkey --key-type=ecdsa --outfile ca-key.pem && "
-            "printf 'cn = NBD Test CA\\nca\\ncert_signing_key\\nexpiration_days = 30\\n' > ca.info && "
+            "printf 'cn = NBD Test CA\\nca\\ncert_signing_key\\nexpiration_days = 30\\n' "
+            "> ca.info && "
             "certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info "
             "--outfile ca-cert.pem && "
             "certtool --generate-privkey --key-type=ecdsa --outfile server-key.pem && "
@@ -123,7 +128,7 @@ start_server (const char *sock, const char *tls, const char *pki, uint64_t size)
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     int fd = socket (AF_UNIX, SOCK_STREAM, 0);
 
-    strncpy (sun.sun_path, sock, sizeof sun.sun_path - 1);
+    memcpy (sun.sun_path, sock, strlen (sock) + 1);
     if (connect (fd, (struct sockaddr *) &sun, sizeof sun) == 0) {
       close (fd);
       return pid;
@@ -174,6 +179,7 @@ enqueue (void *data, const void *buf, size_t len)
 }
 #endif
 
+static void *writer_thread (void *arg) __attribute__((unused));
 static void *
 writer_thread (void *arg)
 {
@@ -245,11 +251,24 @@ done_cb (void *data, int *error)
   return 1;
 }
 
+/* CPU seconds of this process (all its threads) so far. */
 static double
-run_pass (struct nbd_handle *h, bool write, char *buf, uint64_t size, size_t bs, int qd)
+cpu (void)
+{
+  struct rusage ru;
+
+  getrusage (RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* MiB/s; *cpu_ms_per_mib gets this process's CPU time per MiB. */
+static double
+run_pass (struct nbd_handle *h, bool write, char *buf, uint64_t size, size_t bs, int qd,
+          double *cpu_ms_per_mib)
 {
   int done = 0, issued = 0, total = (int) (size / bs);
-  double t0 = now ();
+  double t0 = now (), c0 = cpu ();
 
   while (done < total) {
     while (issued < total && issued - done < qd) {
@@ -264,6 +283,7 @@ run_pass (struct nbd_handle *h, bool write, char *buf, uint64_t size, size_t bs,
     if (nbd_poll (h, -1) == -1)
       die ("nbd_poll");
   }
+  *cpu_ms_per_mib = (cpu () - c0) * 1000.0 / ((double) size / (1024.0 * 1024.0));
   return (double) size / (1024.0 * 1024.0) / (now () - t0);
 }
 
@@ -280,7 +300,7 @@ main (int argc, char *argv[])
   pthread_t thr;
   struct nbd_handle *h;
   char *buf, *copy;
-  double wr, rd;
+  double wr, rd, wcpu, rcpu, scpu;
   pid_t pid;
   int fd, st;
 
@@ -335,7 +355,7 @@ main (int argc, char *argv[])
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
 
     fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    strncpy (sun.sun_path, sock, sizeof sun.sun_path - 1);
+    memcpy (sun.sun_path, sock, strlen (sock) + 1);
     if (fd == -1 || connect (fd, (struct sockaddr *) &sun, sizeof sun) == -1)
       die ("connect");
   }
@@ -362,9 +382,9 @@ main (int argc, char *argv[])
     memcpy (buf + i, &v, 8);
   }
   memcpy (copy, buf, size);
-  wr = run_pass (h, true, buf, size, bs, qd);
+  wr = run_pass (h, true, buf, size, bs, qd, &wcpu);
   memset (buf, 0, size);
-  rd = run_pass (h, false, buf, size, bs, qd);
+  rd = run_pass (h, false, buf, size, bs, qd, &rcpu);
   if (memcmp (buf, copy, size) != 0) {
     fprintf (stderr, "tls-bench: data read back differs\n");
     exit (1);
@@ -382,16 +402,24 @@ main (int argc, char *argv[])
   nbd_close (h);
   kill (pid, SIGTERM);
   waitpid (pid, &st, 0);
+  {
+    struct rusage ru;
+
+    getrusage (RUSAGE_CHILDREN, &ru);
+    scpu = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+            (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6) * 1000.0 /
+           (2.0 * (double) size / (1024.0 * 1024.0));
+  }
   unlink (sock);
   rmdir (dir);
   printf ("lib=%-11s tls=%-4s writer=%d bs=%zuK qd=%d size=%" PRIu64 "M write=%.0f MiB/s "
-          "read=%.0f MiB/s\n",
+          "read=%.0f MiB/s  client CPU ms/MiB: write=%.2f read=%.2f  server: %.2f\n",
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
           "libnbd-core",
 #else
           "libnbd-1.14",
 #endif
-          tls, use_writer, bs >> 10, qd, size >> 20, wr, rd);
+          tls, use_writer, bs >> 10, qd, size >> 20, wr, rd, wcpu, rcpu, scpu);
   free (buf);
   free (copy);
   return 0;

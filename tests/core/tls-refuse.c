@@ -184,6 +184,9 @@ main (void)
     accepted (&srv, &(struct creds) { .no_verify = true },
               "system CAs with verification off");
   }
+  /* ca-crl.pem in the directory: our CA revoked this server's certificate. */
+  refused (&srv, &(struct creds) { .certdir = m.crl_dir }, EACCES,
+           "server certificate revoked by ca-crl.pem", WORDS ("certificate", "revoked"));
   /* A directory without ca-cert.pem is a mistake, not the system's CAs. */
   refused (&srv, &(struct creds) { .certdir = home }, ENOENT,
            "certificates directory without ca-cert.pem", WORDS (home, "ca-cert.pem"));

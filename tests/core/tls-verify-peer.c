@@ -1,5 +1,6 @@
 /* tls-verify-peer: servers that check the client's certificate (nbdkit
- * --tls-verify-peer, qemu-nbd tls-creds-x509 verify-peer=on) accept our
+ * --tls-verify-peer, qemu-nbd tls-creds-x509 verify-peer=on, nbd-server
+ * with cacertfile and force_tls, which always checks) accept our
  * client-cert.pem/client-key.pem and refuse, with a message that says why,
  * a client without a certificate or with one from a CA they do not trust.
  */
@@ -128,6 +129,22 @@ main (void)
   run_cases (&srv, "qemu-nbd verify-peer=on, unix");
   server_stop (&srv);
   free (obj);
+
+  {
+    char *lines;
+    struct nbd_server_config c = { .image = image, .export_name = "disk" };
+
+    if (asprintf (&lines, "certfile = %s/server-cert.pem\nkeyfile = %s/server-key.pem\n"
+                  "cacertfile = %s/ca-cert.pem\nforce_tls = true\n", m.server_dir,
+                  m.server_dir, m.server_dir) == -1)
+      bail_out ("asprintf");
+    c.generic_lines = lines;
+    if (server_start_nbd_server_config (&srv, &c) == -1)
+      bail_out ("cannot start nbd-server");
+    run_cases (&srv, "nbd-server force_tls, unix");
+    server_stop (&srv);
+    free (lines);
+  }
   free (image);
   return done_testing ();
 }

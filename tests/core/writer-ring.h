@@ -18,14 +18,39 @@
  *    second one with fail_errno2 if set) and send nothing more;
  *  - cb_fail_at: the callback itself reports cb_errno once it has accepted
  *    that many bytes (it runs with the handle lock held);
- *  - record: keep a copy of every byte handed over (log).
+ *  - record: keep a copy of every byte handed over (log), and of every
+ *    callback call (calls: buf, len, flags, where in the stream).
  * Counters record what happened, for the tests to check.
+ *
+ * The zero-copy writer (nbd_set_concurrent_writer_zero_copy with
+ * wr_enqueue_zc): bytes that come with flags 0 are copied as above; a lent
+ * write payload (LIBNBD_WRITER_LENT) becomes an entry of its own that
+ * references the caller's buffer, between the copied chunks, in order.  The
+ * thread sends copied and lent entries alike in one sendmsg and, after each
+ * successful send, gives back the lent bytes it sent with
+ * nbd_concurrent_writer_release.  After a failure (its own send error,
+ * fail_after, fail_now, or the socket shut down under it) it drops the
+ * ring and releases every lent byte it still holds.  Knobs:
+ *  - fail_now: report that errno (nbd_concurrent_writer_error) at once,
+ *    gate or no gate, and send nothing more;
+ *  - drop_delay_ms: after a failure wait this long before dropping;
+ *  - hold_on_failure: never drop (the test stops the thread instead);
+ *  - manual_release: never release: the test calls
+ *    nbd_concurrent_writer_release itself (sent bytes count in sent_lent);
+ *  - send_limit: send no byte past this stream offset (0: no limit) until
+ *    the test raises it, or until send_limit_until (a wr_now () time).
+ * releasing counts the lent bytes whose release the thread has begun (it
+ * is raised just before each nbd_concurrent_writer_release).
+ * giving_back is set (atomically, readable from any thread) just before the
+ * thread's first release after a drop; drop_sum is the byte sum of what
+ * the lent buffers held when they were dropped.
  */
 #ifndef WRITER_RING_H
 #define WRITER_RING_H
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,10 +65,21 @@
 #define WR_CHUNK (256 * 1024)
 #define WR_MAX_IOV 64
 
+/* Copied bytes (lent NULL: data holds WR_CHUNK bytes), or a lent write
+ * payload (bytes [start, end) of lent; no data). */
 struct wr_chunk {
   struct wr_chunk *next;
   size_t start, end;
-  char data[WR_CHUNK];
+  const char *lent;
+  char data[];
+};
+
+/* One callback call, for record. */
+struct wr_call {
+  const void *buf;
+  size_t len;
+  unsigned flags;
+  uint64_t pos;                 /* stream offset of its first byte */
 };
 
 struct wring {
@@ -89,6 +125,33 @@ struct wring {
   bool record;
   char *log;
   size_t log_len, log_cap;
+  struct wr_call *calls_log;
+  size_t nr_calls, cap_calls;
+
+  /* The zero-copy writer. */
+  bool zero_copy;               /* wr_enqueue_zc was called */
+  uint64_t lent;                /* bytes lent to the ring */
+  uint64_t released;            /* bytes the thread gave back */
+  uint64_t sent_lent;           /* lent bytes sent */
+  unsigned lent_calls, copy_calls;
+  bool bad_flags;               /* flags other than 0 and LIBNBD_WRITER_LENT */
+  unsigned release_calls;       /* nbd_concurrent_writer_release calls that succeeded */
+  unsigned release_failures;    /* nbd_concurrent_writer_release returned -1 */
+  int release_errno;
+  int fail_now, fail_now_rc;
+  bool fail_now_done;
+  unsigned drop_delay_ms;
+  bool hold_on_failure;
+  bool manual_release;
+  uint64_t send_limit;
+  double failed_at;             /* wr_now () when failed was set */
+  unsigned drops;
+  uint64_t dropped_lent;        /* lent bytes dropped (unsent), all drops */
+  uint64_t drop_sum;
+  double drop_time;             /* wr_now () at the first drop */
+  double send_limit_until;      /* wr_now () at which send_limit lifts, or 0 */
+  _Atomic bool giving_back;
+  _Atomic uint64_t releasing;   /* lent bytes whose release has begun */
 };
 
 static inline double
@@ -128,14 +191,27 @@ wr_log (struct wring *r, const void *buf, size_t len)
   r->log_len += len;
 }
 
-/* The writer callback: runs inside libnbd-core with the handle locked. */
 static inline void
-wr_enqueue (void *data, const void *buf, size_t len)
+wr_log_call (struct wring *r, const void *buf, size_t len, unsigned flags)
 {
-  struct wring *r = data;
+  if (r->nr_calls == r->cap_calls) {
+    size_t cap = r->cap_calls ? r->cap_calls * 2 : 256;
+    struct wr_call *p = realloc (r->calls_log, cap * sizeof *p);
+
+    if (!p)
+      abort ();
+    r->calls_log = p;
+    r->cap_calls = cap;
+  }
+  r->calls_log[r->nr_calls++] = (struct wr_call) { buf, len, flags, r->accepted };
+}
+
+/* Copy @len bytes into the ring (lock held). */
+static inline void
+wr_enqueue_locked (struct wring *r, const void *buf, size_t len)
+{
   const char *p = buf;
 
-  pthread_mutex_lock (&r->lock);
   if ((buf == NULL) != (len == 0))
     r->bad_call = true;
   if (buf == NULL && len == 0)
@@ -152,16 +228,18 @@ wr_enqueue (void *data, const void *buf, size_t len)
     struct wr_chunk *c = r->tail;
     size_t n;
 
-    if (c == NULL || c->end == WR_CHUNK) {
+    if (c == NULL || c->lent || c->end == WR_CHUNK) {
       c = r->spare;
       if (c)
         r->spare = c->next;
-      else if ((c = malloc (sizeof *c)) == NULL) {
+      else if ((c = malloc (sizeof *c + WR_CHUNK)) == NULL) {
         r->failed = true;
+        r->failed_at = wr_now ();
         nbd_concurrent_writer_error (r->h, ENOMEM);
         break;
       }
       c->next = NULL;
+      c->lent = NULL;
       c->start = c->end = 0;
       if (r->tail)
         r->tail->next = c;
@@ -176,18 +254,86 @@ wr_enqueue (void *data, const void *buf, size_t len)
     len -= n;
     r->queued += n;
   }
-  /* A failure reported from inside the callback, lock held. */
+}
+
+/* A failure reported from inside the callback, lock held. */
+static inline void
+wr_cb_fail (struct wring *r)
+{
   if (r->cb_fail_at && !r->cb_failed && r->accepted >= r->cb_fail_at) {
     r->cb_failed = true;
     r->cb_fail_rc = nbd_concurrent_writer_error (r->h, r->cb_errno);
   }
+}
+
+/* The writer callback: runs inside libnbd-core with the handle locked. */
+static inline void
+wr_enqueue (void *data, const void *buf, size_t len)
+{
+  struct wring *r = data;
+
+  pthread_mutex_lock (&r->lock);
+  if (r->record)
+    wr_log_call (r, buf, len, 0);
+  wr_enqueue_locked (r, buf, len);
+  wr_cb_fail (r);
   pthread_cond_broadcast (&r->cond);
   pthread_mutex_unlock (&r->lock);
 }
 
+/* The zero-copy writer callback: lent payloads are referenced, not copied.
+ * Lent bytes that arrive after a failure are queued too: the thread drops
+ * (and releases) them like the rest. */
 static inline void
+wr_enqueue_zc (void *data, const void *buf, size_t len, unsigned flags)
+{
+  struct wring *r = data;
+  struct wr_chunk *c;
+
+  pthread_mutex_lock (&r->lock);
+  r->zero_copy = true;
+  if (r->record)
+    wr_log_call (r, buf, len, flags);
+  if (flags & ~LIBNBD_WRITER_LENT)
+    r->bad_flags = true;
+  if (!(flags & LIBNBD_WRITER_LENT)) {
+    if (buf || len)
+      r->copy_calls++;
+    wr_enqueue_locked (r, buf, len);
+  }
+  else if (buf == NULL || len == 0 || (c = malloc (sizeof *c)) == NULL)
+    r->bad_call = true;
+  else {
+    if (r->eos_count)
+      r->bytes_after_eos = true;
+    r->calls++;
+    r->lent_calls++;
+    r->accepted += len;
+    r->lent += len;
+    if (r->record)
+      wr_log (r, buf, len);
+    c->next = NULL;
+    c->lent = buf;
+    c->start = 0;
+    c->end = len;
+    if (r->tail)
+      r->tail->next = c;
+    else
+      r->head = c;
+    r->tail = c;
+    r->queued += len;
+  }
+  wr_cb_fail (r);
+  pthread_cond_broadcast (&r->cond);
+  pthread_mutex_unlock (&r->lock);
+}
+
+/* @n bytes from the head went out; returns how many of them were lent. */
+static inline uint64_t
 wr_consume (struct wring *r, size_t n)
 {
+  uint64_t lent = 0;
+
   r->queued -= n;
   r->sent += n;
   while (n > 0) {
@@ -196,7 +342,15 @@ wr_consume (struct wring *r, size_t n)
 
     c->start += take;
     n -= take;
-    if (c->start == c->end) {
+    if (c->lent)
+      lent += take;
+    if (c->start == c->end && c->lent) {
+      r->head = c->next;
+      if (c == r->tail)
+        r->tail = NULL;
+      free (c);
+    }
+    else if (c->start == c->end) {
       if (c == r->tail)
         c->start = c->end = 0;
       else {
@@ -206,6 +360,64 @@ wr_consume (struct wring *r, size_t n)
       }
     }
   }
+  r->sent_lent += lent;
+  return lent;
+}
+
+/* Give @n lent bytes back (lock held on entry and exit). */
+static inline void
+wr_release (struct wring *r, uint64_t n)
+{
+  int rc, err = 0;
+
+  if (n == 0 || r->manual_release)
+    return;
+  atomic_fetch_add (&r->releasing, n);
+  pthread_mutex_unlock (&r->lock);
+  rc = nbd_concurrent_writer_release (r->h, (size_t) n);
+  if (rc == -1)
+    err = nbd_get_errno ();
+  pthread_mutex_lock (&r->lock);
+  if (rc == -1) {
+    r->release_failures++;
+    r->release_errno = err;
+  }
+  else {
+    r->released += n;
+    r->release_calls++;
+  }
+}
+
+/* After a failure: drop everything the ring holds and give back the lent
+ * bytes among it (lock held on entry and exit). */
+static inline void
+wr_drop (struct wring *r)
+{
+  uint64_t lent = 0, sum = 0;
+  struct wr_chunk *c, *next;
+
+  for (c = r->head; c; c = next) {
+    next = c->next;
+    if (c->lent) {
+      for (size_t i = c->start; i < c->end; i++)
+        sum += (unsigned char) c->lent[i];
+      lent += c->end - c->start;
+      free (c);
+    }
+    else {
+      c->next = r->spare;
+      r->spare = c;
+    }
+  }
+  r->head = r->tail = NULL;
+  r->queued = 0;
+  if (r->drops++ == 0)
+    r->drop_time = wr_now ();
+  r->dropped_lent += lent;
+  r->drop_sum += sum;
+  if (lent && !r->manual_release)
+    atomic_store (&r->giving_back, true);
+  wr_release (r, lent);
 }
 
 static inline void
@@ -245,6 +457,7 @@ wr_inject (struct wring *r)
   r->fail_reported_errno = rerr;
   r->fail_done = true;
   r->failed = true;
+  r->failed_at = wr_now ();
   pthread_cond_broadcast (&r->cond);
 }
 
@@ -263,8 +476,32 @@ wr_thread (void *arg)
 
     if (r->stop)
       break;
+    if (r->fail_now && !r->failed) {
+      int e = r->fail_now, rc;
+
+      pthread_mutex_unlock (&r->lock);
+      rc = nbd_concurrent_writer_error (r->h, e);
+      pthread_mutex_lock (&r->lock);
+      r->fail_now_rc = rc;
+      r->fail_now_done = true;
+      r->failed = true;
+      r->failed_at = wr_now ();
+      pthread_cond_broadcast (&r->cond);
+      continue;
+    }
     if (r->failed) {
-      wr_timed_wait (r, 100);
+      if (r->zero_copy && r->head && !r->hold_on_failure) {
+        double at = r->failed_at + r->drop_delay_ms / 1000.0;
+
+        if (wr_now () >= at) {
+          wr_drop (r);
+          pthread_cond_broadcast (&r->cond);
+          continue;
+        }
+        wr_timed_wait (r, 10);
+        continue;
+      }
+      wr_timed_wait (r, r->zero_copy ? 10 : 100);
       continue;
     }
     if (r->fail_after && r->sent == r->fail_after) {
@@ -296,13 +533,23 @@ wr_thread (void *arg)
     }
     if (r->fail_after)
       limit = r->fail_after - r->sent;
+    if (r->send_limit && r->send_limit_until && wr_now () >= r->send_limit_until)
+      r->send_limit = 0;
+    if (r->send_limit) {
+      if (r->sent >= r->send_limit) {
+        wr_timed_wait (r, 10);
+        continue;
+      }
+      if (r->send_limit - r->sent < limit)
+        limit = r->send_limit - r->sent;
+    }
     for (struct wr_chunk *c = r->head; c && i < WR_MAX_IOV && limit > 0; c = c->next)
       if (c->end > c->start) {
         size_t len = c->end - c->start;
 
         if (len > limit)
           len = (size_t) limit;
-        iov[i].iov_base = c->data + c->start;
+        iov[i].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
         iov[i++].iov_len = len;
         limit -= len;
       }
@@ -323,12 +570,13 @@ wr_thread (void *arg)
       pthread_mutex_lock (&r->lock);
       r->send_errno = err;
       r->failed = true;
+      r->failed_at = wr_now ();
       continue;
     }
     pthread_mutex_lock (&r->lock);
     if (n > 0) {
       r->sendmsg_calls++;
-      wr_consume (r, (size_t) n);
+      wr_release (r, wr_consume (r, (size_t) n));
     }
   }
   r->thread_done = true;
@@ -376,6 +624,22 @@ wr_wait_done (struct wring *r, unsigned ms)
   return done;
 }
 
+/* Wait (bounded) until the thread has given back @n lent bytes in all (its
+ * own count lags the library's by one nbd_concurrent_writer_release). */
+static inline bool
+wr_wait_released (struct wring *r, uint64_t n, unsigned ms)
+{
+  double end = wr_now () + ms / 1000.0;
+  bool done;
+
+  pthread_mutex_lock (&r->lock);
+  while (r->released < n && wr_now () < end)
+    wr_timed_wait (r, 10);
+  done = r->released >= n;
+  pthread_mutex_unlock (&r->lock);
+  return done;
+}
+
 /* Stop and join the thread (if still running). */
 static inline void
 wr_stop (struct wring *r)
@@ -402,6 +666,8 @@ wr_free (struct wring *r)
   r->head = r->tail = r->spare = NULL;
   free (r->log);
   r->log = NULL;
+  free (r->calls_log);
+  r->calls_log = NULL;
   pthread_cond_destroy (&r->cond);
   pthread_mutex_destroy (&r->lock);
 }

@@ -208,7 +208,24 @@ tls_material_create (struct tls_material *m)
   DIR_WITH_CA (client_otherca_dir, "client-otherca", ca_cert);
   if (make_cert (m->client_otherca_dir, "client", otherca, CLIENT_INFO) == -1)
     goto out;
+  DIR_WITH_CA (crl_dir, "client-crl", ca_cert);
 #undef DIR_WITH_CA
+  {
+    char *cakey = join (ca, "ca-key.pem"), *srvcert = join (m->server_dir, "server-cert.pem");
+    char *tmplf = join (m->crl_dir, "crl.info"), *crl = join (m->crl_dir, "ca-crl.pem");
+    int bad = write_file (tmplf, "crl_next_update = 30\ncrl_number = 1\n") == -1 ||
+              run ((const char *const[]) { "certtool", "--generate-crl", "--load-ca-privkey",
+                                           cakey, "--load-ca-certificate", ca_cert,
+                                           "--load-certificate", srvcert, "--template", tmplf,
+                                           "--outfile", crl, NULL }) == -1;
+
+    free (cakey);
+    free (srvcert);
+    free (tmplf);
+    free (crl);
+    if (bad)
+      goto out;
+  }
 
   if (!(m->psk_dir = make_dir (m->dir, "psk")) ||
       !(m->psk_file = make_psk (m->psk_dir, "keys.psk", "alice")) ||

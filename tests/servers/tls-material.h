@@ -20,6 +20,8 @@
  *   ca_only_dir       ca-cert.pem alone (no client certificate)
  *   client_otherca_dir ca-cert.pem of our CA, but a client certificate
  *                     signed by the other CA
+ *   crl_dir           ca-cert.pem and ca-crl.pem, a CRL of our CA that
+ *                     revokes server_dir's certificate
  *   psk_file          alice's key; psk_dir holds it as keys.psk (qemu-nbd
  *                     tls-creds-psk dir=)
  *   psk_wrongkey_file alice with another key
@@ -36,6 +38,7 @@ struct tls_material {
   char *client_dir;
   char *ca_only_dir;
   char *client_otherca_dir;
+  char *crl_dir;
   char *psk_dir;
   char *psk_file;
   char *psk_wrongkey_file;
