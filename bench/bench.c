@@ -5,27 +5,46 @@
  * bench/RESULTS.md.
  *
  * A run starts its server (the project's sink-server, or nbdkit's memory or
- * null plugin) on a Unix socket in a private directory, or connects to one
- * given with --connect; keeps QD requests in flight with nbd_aio_pread /
- * nbd_aio_pwrite and completion callbacks that retire themselves, driven by
- * nbd_poll, as a libnbd program does; and prints one line of key=value
- * figures.  Requests are issued from the loop, never from a callback.
+ * null plugin) on a Unix socket in a private directory or on 127.0.0.1 at a
+ * free port, or connects to one given with --connect; keeps QD requests in
+ * flight with nbd_aio_pread / nbd_aio_pwrite and completion callbacks that
+ * retire themselves, driven by nbd_poll, as a libnbd program does; and
+ * prints one line of key=value figures.  Requests are issued from the loop,
+ * never from a callback.
  *
- *   bench [--server sink|memory|null | --connect SOCKET] [--pin CPU]
+ *   bench [--server sink|memory|null | --connect SOCKET|HOST:PORT] [--pin CPU]
+ *         [--transport unix|tcp] [--conns N]
  *         [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]
  *         [--qd N] [--read-pct P] [--duration SECONDS | --requests N]
- *         [--writer] [--export-size SIZE] [--sink PATH]
+ *         [--writer | --zero-copy] [--export-size SIZE] [--sink PATH]
  *
  * --writer (libnbd-core only) sends through nbd_set_concurrent_writer: the
  * callback copies every byte into a ring and a writer thread of ours writes
  * the ring to the socket, the four documented steps as a user writes them.
- * --pin pins this process (and so its writer thread) and the server it
- * starts to one CPU, the same one.  --requests runs a fixed number of
- * requests with no clock in the loop (for callgrind and strace, where a
- * long run minus a short run gives the cost of one request).
+ * --zero-copy (libnbd-core only) sends through
+ * nbd_set_concurrent_writer_zero_copy instead: the callback copies headers
+ * (flags 0) into a byte ring and queues a reference to each lent write
+ * payload (LIBNBD_WRITER_LENT); the thread sends both with one writev(2)
+ * across many ring entries and gives the lent bytes back with
+ * nbd_concurrent_writer_release once sent.  Either writer is set before
+ * connecting, and its thread asks nbd_aio_get_fd for the socket itself
+ * when it first has bytes to send: that call takes no lock, so it answers
+ * even while nbd_connect_* holds the handle waiting for the handshake
+ * bytes the thread has yet to send.
  *
- * Transports: Unix sockets only for now; TCP on 127.0.0.1 and multi-conn
- * belong in struct options (transport, conns), start_server and connect_one.
+ * --transport tcp: the server listens on 127.0.0.1 at a free port and the
+ * client uses nbd_connect_tcp (--connect then takes HOST:PORT).  --conns N
+ * (multi-conn) opens N handles to the same export, which must advertise
+ * CAN_MULTI_CONN, one per thread: each thread keeps QD requests in flight
+ * on its own handle with its own nbd_poll loop (and its own writer thread
+ * with --writer or --zero-copy), as libnbd's one-handle-per-thread model
+ * has it; the figures are the sum over the handles.
+ *
+ * --pin pins this process (and so every thread of it) and the server it
+ * starts to one CPU, the same one.  --requests runs a fixed number of
+ * requests (split over the handles) with no clock in the loop (for
+ * callgrind and strace, where a long run minus a short run gives the cost
+ * of one request).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +65,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,20 +84,24 @@ static const char *const workload_names[] = {
   "randread", "randwrite", "seqread", "seqwrite", "mixed",
 };
 
+enum transport { T_UNIX, T_TCP };
+enum writer_mode { WR_NONE, WR_COPY, WR_ZERO_COPY };
+
 struct options {
   const char *server;           /* sink, memory, null; NULL with --connect */
   const char *connect;
   const char *sink_path;
+  enum transport transport;
+  int conns;                    /* handles to the export, one per thread */
   enum workload workload;
   uint32_t bs;
   int qd;
   int read_pct;                 /* mixed only */
   double duration;
   uint64_t requests;            /* 0: run for duration */
-  bool writer;
+  enum writer_mode writer;
   int pin;                      /* -1: not pinned */
   uint64_t export_size;
-  /* Later: transport (unix, tcp 127.0.0.1) and conns (multi-conn). */
 };
 
 static void
@@ -109,7 +134,12 @@ now (void)
 static char tmpdir[PATH_MAX];
 static char sockpath[PATH_MAX + 8];
 static char pidpath[PATH_MAX + 8];
+static char portpath[PATH_MAX + 8];
 static pid_t server_pid;
+
+/* Where to connect: a Unix socket path, or 127.0.0.1 and a port. */
+static char tcp_host[64] = "127.0.0.1";
+static char tcp_port[16];
 
 static void
 pin_to (int cpu)
@@ -122,27 +152,49 @@ pin_to (int cpu)
     die_errno ("sched_setaffinity");
 }
 
+/* A line ending in a newline in FILE, complete: nbdkit's PID file, or the
+ * sink server's port file. */
+static bool
+read_line_file (const char *file, char *buf, size_t size)
+{
+  int fd = open (file, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read (fd, buf, size - 1) : -1;
+
+  if (fd >= 0)
+    close (fd);
+  if (n <= 0 || buf[n - 1] != '\n')
+    return false;
+  buf[n - 1] = '\0';
+  return true;
+}
+
 /* Wait until the server listens: 10 ms steps, 10 s at most.  nbdkit says
  * so by writing its PID file (probing it with a connection would make it
- * log an aborted handshake); the sink server is probed with connect(2). */
-static void
-wait_listening (const char *path, const char *pidfile)
+ * log an aborted handshake); the sink server on TCP by writing its port
+ * file; the sink server on a Unix socket is probed with connect(2).
+ * Returns false if the server exited first. */
+static bool
+wait_listening (const char *path, const char *pidfile, const char *portfile)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
 
-  strcpy (sun.sun_path, path);
+  if (path)
+    strcpy (sun.sun_path, path);
   for (int i = 0; i < 1000; i++) {
+    char buf[32];
     int status;
 
     if (pidfile) {
-      char buf[32];
-      int fd = open (pidfile, O_RDONLY | O_CLOEXEC);
-      ssize_t n = fd >= 0 ? read (fd, buf, sizeof buf) : -1;
+      if (read_line_file (pidfile, buf, sizeof buf))
+        return true;
+    }
+    else if (portfile) {
+      char port[sizeof tcp_port];
 
-      if (fd >= 0)
-        close (fd);
-      if (n > 0 && buf[n - 1] == '\n')
-        return;
+      if (read_line_file (portfile, port, sizeof port)) {
+        memcpy (tcp_port, port, sizeof port);
+        return true;
+      }
     }
     else {
       int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -151,19 +203,36 @@ wait_listening (const char *path, const char *pidfile)
         die_errno ("socket");
       if (connect (fd, (struct sockaddr *) &sun, sizeof sun) == 0) {
         close (fd);
-        return;
+        return true;
       }
       close (fd);
     }
     if (server_pid > 0 && waitpid (server_pid, &status, WNOHANG) == server_pid) {
-      fprintf (stderr, "bench: the server exited before listening\n");
       server_pid = 0;
-      exit (1);
+      return false;
     }
     usleep (10000);
   }
-  fprintf (stderr, "bench: the server did not listen on %s within 10 s\n", path);
+  fprintf (stderr, "bench: the server did not listen within 10 s\n");
   exit (1);
+}
+
+/* A port on 127.0.0.1 free at this moment, for nbdkit (which cannot say
+ * which port it picked itself); start_server tries again if it is taken
+ * before nbdkit binds it. */
+static void
+pick_free_port (void)
+{
+  struct sockaddr_in sin = { .sin_family = AF_INET };
+  socklen_t len = sizeof sin;
+  int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  inet_pton (AF_INET, tcp_host, &sin.sin_addr);
+  if (fd == -1 || bind (fd, (struct sockaddr *) &sin, sizeof sin) == -1 ||
+      getsockname (fd, (struct sockaddr *) &sin, &len) == -1)
+    die_errno ("choosing a free TCP port");
+  snprintf (tcp_port, sizeof tcp_port, "%u", ntohs (sin.sin_port));
+  close (fd);
 }
 
 static void
@@ -190,59 +259,91 @@ stop_server (void)
     unlink (sockpath);
   if (pidpath[0])
     unlink (pidpath);
+  if (portpath[0])
+    unlink (portpath);
   if (tmpdir[0])
     rmdir (tmpdir);
-  sockpath[0] = pidpath[0] = tmpdir[0] = '\0';
+  sockpath[0] = pidpath[0] = portpath[0] = tmpdir[0] = '\0';
 }
 
 static void
 start_server (const struct options *o)
 {
   const char *tmp = getenv ("TMPDIR");
+  bool sink = !strcmp (o->server, "sink"), tcp = o->transport == T_TCP;
   char size[32];
-  const char *argv[16];
-  int n = 0;
+  const char *argv[20];
 
   snprintf (tmpdir, sizeof tmpdir, "%s/nbd-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp (tmpdir))
     die_errno ("mkdtemp");
   snprintf (sockpath, sizeof sockpath, "%s/sock", tmpdir);
   snprintf (pidpath, sizeof pidpath, "%s/pid", tmpdir);
+  snprintf (portpath, sizeof portpath, "%s/port", tmpdir);
   atexit (stop_server);
 
-  if (!strcmp (o->server, "sink")) {
-    snprintf (size, sizeof size, "%" PRIu64, o->export_size);
-    argv[n++] = o->sink_path;
-    argv[n++] = "--unix";
-    argv[n++] = sockpath;
-    argv[n++] = "--size";
-    argv[n++] = size;
-  }
-  else {
-    /* nbdkit's memory and null plugins, with their default thread pool. */
-    snprintf (size, sizeof size, "size=%" PRIu64, o->export_size);
-    argv[n++] = "nbdkit";
-    argv[n++] = "-f";
-    argv[n++] = "--exit-with-parent";
-    argv[n++] = "-P";
-    argv[n++] = pidpath;
-    argv[n++] = "-U";
-    argv[n++] = sockpath;
-    argv[n++] = o->server;
-    argv[n++] = size;
-  }
-  argv[n] = NULL;
+  /* Only nbdkit on TCP can lose its port to someone else: a few tries. */
+  for (int attempt = 0; attempt < 5; attempt++) {
+    int n = 0;
 
-  server_pid = fork ();
-  if (server_pid == -1)
-    die_errno ("fork");
-  if (server_pid == 0) {
-    prctl (PR_SET_PDEATHSIG, SIGTERM);
-    execvp (argv[0], (char **) argv);
-    fprintf (stderr, "bench: %s: %s\n", argv[0], strerror (errno));
-    _exit (127);
+    if (sink) {
+      snprintf (size, sizeof size, "%" PRIu64, o->export_size);
+      argv[n++] = o->sink_path;
+      if (tcp) {
+        argv[n++] = "--tcp";
+        argv[n++] = tcp_host;
+        argv[n++] = "--port";
+        argv[n++] = "0";
+        argv[n++] = "--port-file";
+        argv[n++] = portpath;
+      }
+      else {
+        argv[n++] = "--unix";
+        argv[n++] = sockpath;
+      }
+      argv[n++] = "--size";
+      argv[n++] = size;
+    }
+    else {
+      /* nbdkit's memory and null plugins, with their default thread pool. */
+      snprintf (size, sizeof size, "size=%" PRIu64, o->export_size);
+      argv[n++] = "nbdkit";
+      argv[n++] = "-f";
+      argv[n++] = "--exit-with-parent";
+      argv[n++] = "-P";
+      argv[n++] = pidpath;
+      if (tcp) {
+        pick_free_port ();
+        argv[n++] = "-i";
+        argv[n++] = tcp_host;
+        argv[n++] = "-p";
+        argv[n++] = tcp_port;
+      }
+      else {
+        argv[n++] = "-U";
+        argv[n++] = sockpath;
+      }
+      argv[n++] = o->server;
+      argv[n++] = size;
+    }
+    argv[n] = NULL;
+
+    server_pid = fork ();
+    if (server_pid == -1)
+      die_errno ("fork");
+    if (server_pid == 0) {
+      prctl (PR_SET_PDEATHSIG, SIGTERM);
+      execvp (argv[0], (char **) argv);
+      fprintf (stderr, "bench: %s: %s\n", argv[0], strerror (errno));
+      _exit (127);
+    }
+    if (wait_listening (tcp ? NULL : sockpath, sink ? NULL : pidpath, sink && tcp ? portpath : NULL))
+      return;
+    if (sink || !tcp)
+      break;
   }
-  wait_listening (sockpath, strcmp (o->server, "sink") ? pidpath : NULL);
+  fprintf (stderr, "bench: the server exited before listening\n");
+  exit (1);
 }
 
 /* ---- The concurrent writer: a ring and a thread ------------------------ */
@@ -260,11 +361,25 @@ struct ring {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   struct nbd_handle *h;
-  int fd;
+  int fd;                       /* -1 until the thread first has bytes to send */
   pthread_t thread;
   _Atomic uint64_t writes;      /* writev calls */
   _Atomic uint64_t wakeups;     /* sleeps ended */
 };
+
+/* The socket, from the writer thread, when it first needs it:
+ * nbd_aio_get_fd takes no lock, so this may run at any moment, also while
+ * a sync call (nbd_connect_unix, nbd_connect_tcp) holds the handle waiting
+ * for replies to the very bytes this thread is about to send. */
+static bool
+writer_fd (struct nbd_handle *h, int *fd)
+{
+  if (*fd < 0 && (*fd = nbd_aio_get_fd (h)) == -1) {
+    nbd_concurrent_writer_error (h, ENOTCONN);
+    return false;
+  }
+  return true;
+}
 
 static void
 ring_wake (struct ring *r)
@@ -327,7 +442,8 @@ ring_thread (void *arg)
     }
     if (head == tail) {
       if (atomic_load (&r->eof) && atomic_load (&r->head) == tail) {
-        shutdown (r->fd, SHUT_WR);
+        if (writer_fd (r->h, &r->fd))
+          shutdown (r->fd, SHUT_WR);
         return NULL;
       }
       if (atomic_load (&r->stop))
@@ -353,6 +469,8 @@ ring_thread (void *arg)
         iov[n++].iov_len = len - first;
       }
     }
+    if (!writer_fd (r->h, &r->fd))
+      return NULL;
     w = writev (r->fd, iov, n);
     atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
     if (w == -1) {
@@ -370,7 +488,7 @@ ring_thread (void *arg)
   }
 }
 
-/* Steps 1-2 on a connected handle: the ring, the thread, the hook. */
+/* Steps 1-2, before connecting: the ring, the thread, the hook. */
 static struct ring *
 ring_start (struct nbd_handle *h, size_t need)
 {
@@ -386,9 +504,7 @@ ring_start (struct nbd_handle *h, size_t need)
     die_errno ("malloc");
   r->cap = cap;
   r->h = h;
-  r->fd = nbd_aio_get_fd (h);
-  if (r->fd == -1)
-    die ("nbd_aio_get_fd");
+  r->fd = -1;
   pthread_mutex_init (&r->lock, NULL);
   pthread_cond_init (&r->cond, NULL);
   if (pthread_create (&r->thread, NULL, ring_thread, r) != 0)
@@ -412,6 +528,301 @@ ring_stop (struct ring *r)
   free (r->buf);
   free (r);
 }
+
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+/* The zero-copy writer: the same thread, but the queue holds entries, in
+ * order: runs of copied bytes (headers, the handshake; flags 0) in a byte
+ * ring, and references to the write payloads the library lends
+ * (LIBNBD_WRITER_LENT), which stay valid until we give them back.  One
+ * producer (the callback, under the handle lock) and one consumer (the
+ * thread), no lock on the way: entries are published by the release store
+ * of ehead, and given back by the release stores of etail and btail. */
+struct zent {
+  const unsigned char *p;
+  size_t len;
+  bool lent;
+};
+
+struct zring {
+  unsigned char *buf;           /* the copied bytes */
+  size_t cap;                   /* a power of 2 */
+  size_t bhead;                 /* bytes ever copied in (the callback only) */
+  _Atomic size_t btail;         /* bytes ever sent or dropped (the thread) */
+  struct zent *ents;
+  size_t ecap;                  /* a power of 2 */
+  _Atomic size_t ehead;         /* entries ever queued */
+  _Atomic size_t etail;         /* entries ever sent or dropped */
+  size_t eoff;                  /* bytes of entry etail already sent (the thread) */
+  _Atomic size_t lost_lent;     /* lent bytes that found no room (overflow) */
+  _Atomic bool sleeping;
+  _Atomic bool eof;
+  _Atomic bool overflow;
+  _Atomic bool stop;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  struct nbd_handle *h;
+  int fd;                       /* -1 until the thread first has bytes to send */
+  pthread_t thread;
+  _Atomic uint64_t writes;
+  _Atomic uint64_t wakeups;
+};
+
+static void
+zring_wake (struct zring *r)
+{
+  if (atomic_load (&r->sleeping)) {
+    pthread_mutex_lock (&r->lock);
+    pthread_cond_signal (&r->cond);
+    pthread_mutex_unlock (&r->lock);
+  }
+}
+
+static void
+zring_push (struct zring *r, size_t *eh, const unsigned char *p, size_t len, bool lent)
+{
+  struct zent *e = &r->ents[*eh & (r->ecap - 1)];
+
+  e->p = p;
+  e->len = len;
+  e->lent = lent;
+  (*eh)++;
+}
+
+/* The zero-copy writer callback: under the handle lock, must not block. */
+static void
+zring_enqueue (void *data, const void *buf, size_t len, unsigned flags)
+{
+  struct zring *r = data;
+  size_t eh = atomic_load_explicit (&r->ehead, memory_order_relaxed);
+  size_t et = atomic_load_explicit (&r->etail, memory_order_acquire);
+
+  if (!buf) {
+    atomic_store (&r->eof, true);
+    pthread_mutex_lock (&r->lock);
+    pthread_cond_signal (&r->cond);
+    pthread_mutex_unlock (&r->lock);
+    return;
+  }
+  if (r->ecap - (eh - et) < 2)
+    goto overflow;
+  if (flags & LIBNBD_WRITER_LENT)
+    zring_push (r, &eh, buf, len, true);
+  else {
+    size_t off = r->bhead & (r->cap - 1), first = len < r->cap - off ? len : r->cap - off;
+
+    if (len > r->cap - (r->bhead - atomic_load_explicit (&r->btail, memory_order_acquire)))
+      goto overflow;
+    memcpy (r->buf + off, buf, first);
+    zring_push (r, &eh, r->buf + off, first, false);
+    if (len > first) {
+      memcpy (r->buf, (const char *) buf + first, len - first);
+      zring_push (r, &eh, r->buf, len - first, false);
+    }
+    r->bhead += len;
+  }
+  atomic_store (&r->ehead, eh);
+  zring_wake (r);
+  return;
+
+overflow:
+  /* Sized so that it cannot happen (see main); the thread reports it and
+   * gives back what was lent. */
+  if (flags & LIBNBD_WRITER_LENT)
+    atomic_fetch_add (&r->lost_lent, len);
+  atomic_store (&r->overflow, true);
+  zring_wake (r);
+}
+
+static void
+zring_release (struct zring *r, size_t lent)
+{
+  if (lent && nbd_concurrent_writer_release (r->h, lent) == -1) {
+    /* Only if we gave back more than was lent: a bug here. */
+    fprintf (stderr, "bench: %s\n", nbd_get_error ());
+    abort ();
+  }
+}
+
+/* After a failure: drop every entry queued and give back what was lent. */
+static void
+zring_drop (struct zring *r)
+{
+  size_t eh = atomic_load (&r->ehead), et = atomic_load_explicit (&r->etail, memory_order_relaxed);
+  size_t lent = atomic_exchange (&r->lost_lent, 0), copied = 0;
+
+  for (; et != eh; et++) {
+    const struct zent *e = &r->ents[et & (r->ecap - 1)];
+    size_t left = e->len - r->eoff;
+
+    if (e->lent)
+      lent += left;
+    else
+      copied += left;
+    r->eoff = 0;
+  }
+  atomic_store_explicit (&r->btail, atomic_load_explicit (&r->btail, memory_order_relaxed) + copied,
+                         memory_order_release);
+  atomic_store_explicit (&r->etail, et, memory_order_release);
+  zring_release (r, lent);
+}
+
+static void *
+zring_thread (void *arg)
+{
+  struct zring *r = arg;
+  struct iovec iov[IOV_MAX];
+  bool failed = false;
+
+  for (;;) {
+    size_t et = atomic_load_explicit (&r->etail, memory_order_relaxed);
+    size_t eh = atomic_load (&r->ehead);
+    size_t k, sent, copied = 0, lent = 0;
+    int n = 0;
+    ssize_t w;
+
+    if (!failed && atomic_load (&r->overflow)) {
+      nbd_concurrent_writer_error (r->h, ENOBUFS);
+      failed = true;
+    }
+    if (failed) {
+      /* Nothing more will be sent: keep giving back whatever is lent,
+       * so that those writes complete (with the error), until told to
+       * stop. */
+      zring_drop (r);
+      if (atomic_load (&r->stop))
+        return NULL;
+      pthread_mutex_lock (&r->lock);
+      atomic_store (&r->sleeping, true);
+      while (atomic_load (&r->ehead) == atomic_load_explicit (&r->etail, memory_order_relaxed) &&
+             !atomic_load (&r->stop) && !atomic_load (&r->lost_lent))
+        pthread_cond_wait (&r->cond, &r->lock);
+      atomic_store (&r->sleeping, false);
+      pthread_mutex_unlock (&r->lock);
+      continue;
+    }
+    if (eh == et) {
+      if (!failed && atomic_load (&r->eof) && atomic_load (&r->ehead) == et) {
+        if (writer_fd (r->h, &r->fd))
+          shutdown (r->fd, SHUT_WR);
+        return NULL;
+      }
+      if (atomic_load (&r->stop))
+        return NULL;
+      pthread_mutex_lock (&r->lock);
+      atomic_store (&r->sleeping, true);
+      while (atomic_load (&r->ehead) == atomic_load_explicit (&r->etail, memory_order_relaxed) &&
+             !atomic_load (&r->eof) && !atomic_load (&r->stop) && !atomic_load (&r->overflow) &&
+             !atomic_load (&r->lost_lent))
+        pthread_cond_wait (&r->cond, &r->lock);
+      atomic_store (&r->sleeping, false);
+      pthread_mutex_unlock (&r->lock);
+      atomic_fetch_add_explicit (&r->wakeups, 1, memory_order_relaxed);
+      continue;
+    }
+    /* Every entry queued, in one writev: copied runs that lie end to end
+     * in the byte ring become one iovec, each lent payload one more. */
+    for (k = et; k != eh && n < IOV_MAX; k++) {
+      const struct zent *e = &r->ents[k & (r->ecap - 1)];
+      const unsigned char *p = e->p + (k == et ? r->eoff : 0);
+      size_t len = e->len - (k == et ? r->eoff : 0);
+
+      if (n > 0 && !e->lent && !r->ents[(k - 1) & (r->ecap - 1)].lent &&
+          (const unsigned char *) iov[n - 1].iov_base + iov[n - 1].iov_len == p)
+        iov[n - 1].iov_len += len;
+      else {
+        iov[n].iov_base = (void *) p;
+        iov[n++].iov_len = len;
+      }
+    }
+    if (!writer_fd (r->h, &r->fd)) {
+      failed = true;
+      continue;
+    }
+    w = writev (r->fd, iov, n);
+    atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
+    if (w == -1) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        struct pollfd p = { .fd = r->fd, .events = POLLOUT };
+        poll (&p, 1, 1000);
+        continue;
+      }
+      nbd_concurrent_writer_error (r->h, errno);
+      failed = true;
+      continue;
+    }
+    /* Retire what went out; the lent part goes back at once. */
+    for (sent = (size_t) w; sent > 0;) {
+      const struct zent *e = &r->ents[et & (r->ecap - 1)];
+      size_t left = e->len - r->eoff, take = left < sent ? left : sent;
+
+      if (e->lent)
+        lent += take;
+      else
+        copied += take;
+      sent -= take;
+      if (take == left) {
+        et++;
+        r->eoff = 0;
+      }
+      else
+        r->eoff += take;
+    }
+    atomic_store_explicit (&r->btail, atomic_load_explicit (&r->btail, memory_order_relaxed) + copied,
+                           memory_order_release);
+    atomic_store_explicit (&r->etail, et, memory_order_release);
+    zring_release (r, lent);
+  }
+}
+
+/* Steps 1-2, before connecting: the rings, the thread, the hook.  need:
+ * copied bytes, ents: entries the ring must hold at once. */
+static struct zring *
+zring_start (struct nbd_handle *h, size_t need, size_t ents)
+{
+  struct zring *r = calloc (1, sizeof *r);
+  size_t cap = 65536, ecap = 256;
+
+  if (!r)
+    die_errno ("calloc");
+  while (cap < need)
+    cap *= 2;
+  while (ecap < ents)
+    ecap *= 2;
+  r->buf = malloc (cap);
+  r->ents = calloc (ecap, sizeof *r->ents);
+  if (!r->buf || !r->ents)
+    die_errno ("malloc");
+  r->cap = cap;
+  r->ecap = ecap;
+  r->h = h;
+  r->fd = -1;
+  pthread_mutex_init (&r->lock, NULL);
+  pthread_cond_init (&r->cond, NULL);
+  if (pthread_create (&r->thread, NULL, zring_thread, r) != 0)
+    die_errno ("pthread_create");
+  if (nbd_set_concurrent_writer_zero_copy (h, r, zring_enqueue) == -1)
+    die ("nbd_set_concurrent_writer_zero_copy");
+  return r;
+}
+
+/* Step 4: after nbd_shutdown, stop the thread (before nbd_close). */
+static void
+zring_stop (struct zring *r)
+{
+  atomic_store (&r->stop, true);
+  pthread_mutex_lock (&r->lock);
+  pthread_cond_signal (&r->cond);
+  pthread_mutex_unlock (&r->lock);
+  pthread_join (r->thread, NULL);
+  pthread_mutex_destroy (&r->lock);
+  pthread_cond_destroy (&r->cond);
+  free (r->ents);
+  free (r->buf);
+  free (r);
+}
+#endif
 #endif
 
 /* ---- The workload ----------------------------------------------------- */
@@ -424,6 +835,8 @@ struct slot {
   unsigned char *buf;
 };
 
+/* One connection: its handle, its requests, its writer (if any), and with
+ * --conns the thread that drives it. */
 struct bench {
   struct nbd_handle *h;
   const struct options *o;
@@ -435,6 +848,16 @@ struct bench {
   uint64_t seq;
   uint64_t issued, completed, bytes, errors;
   int first_error;
+  uint64_t requests;            /* --requests: this connection's share */
+  double t_end;                 /* when its measured phase drained */
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  struct ring *ring;
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  struct zring *zring;
+#endif
+  uint64_t writes0, wakeups0;   /* the writer's counters when measuring began */
+  pthread_t thread;
 };
 
 static uint64_t
@@ -545,10 +968,11 @@ static void
 usage (void)
 {
   fprintf (stderr,
-           "usage: bench [--server sink|memory|null | --connect SOCKET] [--pin CPU]\n"
+           "usage: bench [--server sink|memory|null | --connect SOCKET|HOST:PORT] [--pin CPU]\n"
+           "             [--transport unix|tcp] [--conns N]\n"
            "             [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]\n"
            "             [--qd N] [--read-pct P] [--duration SECONDS | --requests N]\n"
-           "             [--writer] [--export-size SIZE] [--sink PATH]\n");
+           "             [--writer | --zero-copy] [--export-size SIZE] [--sink PATH]\n");
   exit (2);
 }
 
@@ -565,12 +989,16 @@ parse_options (int argc, char *argv[], struct options *o)
     .duration = 1.0,
     .pin = -1,
     .export_size = UINT64_C (1) << 30,
+    .transport = T_UNIX,
+    .conns = 1,
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-    if (!strcmp (a, "--writer")) {
-      o->writer = true;
+    if (!strcmp (a, "--writer") || !strcmp (a, "--zero-copy")) {
+      if (o->writer)
+        usage ();
+      o->writer = a[2] == 'w' ? WR_COPY : WR_ZERO_COPY;
       continue;
     }
     if (!v)
@@ -607,126 +1035,246 @@ parse_options (int argc, char *argv[], struct options *o)
       o->pin = atoi (v);
     else if (!strcmp (a, "--export-size"))
       o->export_size = parse_size (v);
+    else if (!strcmp (a, "--transport")) {
+      if (!strcmp (v, "unix"))
+        o->transport = T_UNIX;
+      else if (!strcmp (v, "tcp"))
+        o->transport = T_TCP;
+      else
+        usage ();
+    }
+    else if (!strcmp (a, "--conns"))
+      o->conns = atoi (v);
     else
       usage ();
   }
-  if (o->qd < 1 || o->qd > 4096 || o->duration <= 0 || o->read_pct < 0 || o->read_pct > 100)
+  if (o->qd < 1 || o->qd > 4096 || o->duration <= 0 || o->read_pct < 0 || o->read_pct > 100 ||
+      o->conns < 1 || o->conns > 64)
     usage ();
+  if (o->connect && o->transport == T_TCP) {
+    const char *colon = strrchr (o->connect, ':');
+
+    if (!colon || (size_t) (colon - o->connect) >= sizeof tcp_host ||
+        strlen (colon + 1) >= sizeof tcp_port)
+      usage ();
+    memcpy (tcp_host, o->connect, colon - o->connect);
+    tcp_host[colon - o->connect] = '\0';
+    strcpy (tcp_port, colon + 1);
+  }
   if (o->server && strcmp (o->server, "sink") && strcmp (o->server, "memory") &&
       strcmp (o->server, "null"))
     usage ();
+}
+
+/* ---- The connections -------------------------------------------------- */
+
+static pthread_barrier_t barrier;
+static double t0, deadline;
+
+/* Create connection i: its handle (with its writer, set before connecting:
+ * the four documented steps), connected, and its requests. */
+static void
+conn_open (struct bench *b, const struct options *o, int i)
+{
+  bool writes_data = o->workload != W_RANDREAD && o->workload != W_SEQREAD;
+
+  b->o = o;
+  /* Connection 0 has the seed a single connection always had. */
+  b->rng = UINT64_C (0x9e3779b97f4a7c15) + (uint64_t) i * UINT64_C (0x2545f4914f6cdd1d);
+  b->h = nbd_create ();
+  if (!b->h)
+    die ("nbd_create");
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  /* Room for twice QD requests (see ring_enqueue), and the handshake. */
+  if (o->writer == WR_COPY)
+    b->ring = ring_start (b->h, 2 * ((size_t) o->qd * (28 + (writes_data ? o->bs : 0)) + 4096));
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  /* Only headers are copied; a request is at most three entries (its
+   * header split at the ring's end, and its lent payload). */
+  if (o->writer == WR_ZERO_COPY)
+    b->zring = zring_start (b->h, 2 * ((size_t) o->qd * 28 + 4096), 6 * (size_t) o->qd + 64);
+#endif
+  (void) writes_data;
+  if (o->transport == T_TCP) {
+    if (nbd_connect_tcp (b->h, tcp_host, tcp_port) == -1)
+      die ("nbd_connect_tcp");
+  }
+  else if (nbd_connect_unix (b->h, o->server ? sockpath : o->connect) == -1)
+    die ("nbd_connect_unix");
+  b->size = (uint64_t) nbd_get_size (b->h);
+  if ((int64_t) b->size < (int64_t) o->bs)
+    die ("nbd_get_size");
+  if (o->conns > 1 && nbd_can_multi_conn (b->h) != 1) {
+    fprintf (stderr, "bench: --conns %d: the export does not advertise CAN_MULTI_CONN\n",
+             o->conns);
+    exit (1);
+  }
+  /* Sequential workloads: each connection starts at its own part. */
+  b->seq = b->size / (uint64_t) o->conns * (uint64_t) i / o->bs * o->bs;
+
+  b->slots = calloc (o->qd, sizeof *b->slots);
+  b->free_stack = calloc (o->qd, sizeof *b->free_stack);
+  if (!b->slots || !b->free_stack)
+    die_errno ("calloc");
+  for (int k = 0; k < o->qd; k++) {
+    b->slots[k].b = b;
+    b->slots[k].idx = k;
+    b->slots[k].buf = malloc (o->bs);
+    if (!b->slots[k].buf)
+      die_errno ("malloc");
+    memset (b->slots[k].buf, 0xa5 ^ k, o->bs);
+    b->free_stack[b->nfree++] = o->qd - 1 - k;
+  }
+}
+
+static void
+writer_counts (const struct bench *b, uint64_t *writes, uint64_t *wakeups)
+{
+  *writes = *wakeups = 0;
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  if (b->ring) {
+    *writes = atomic_load (&b->ring->writes);
+    *wakeups = atomic_load (&b->ring->wakeups);
+  }
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  if (b->zring) {
+    *writes = atomic_load (&b->zring->writes);
+    *wakeups = atomic_load (&b->zring->wakeups);
+  }
+#endif
+}
+
+/* One connection's run: warm up, wait for the others, measure until the
+ * common deadline (or its share of --requests), drain. */
+static void *
+conn_run (void *arg)
+{
+  struct bench *b = arg;
+  const struct options *o = b->o;
+
+  if (!o->requests)
+    /* Warm the pools and the server's threads first. */
+    run_phase (b, now () + (o->duration < 1 ? o->duration / 10 : 0.1), 0);
+  b->issued = b->completed = b->bytes = 0;
+  writer_counts (b, &b->writes0, &b->wakeups0);
+  if (pthread_barrier_wait (&barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
+    t0 = now ();
+    deadline = t0 + o->duration;
+  }
+  pthread_barrier_wait (&barrier);
+  if (o->requests)
+    run_phase (b, 0, b->requests);
+  else
+    run_phase (b, deadline, 0);
+  b->t_end = now ();
+  return NULL;
+}
+
+static void
+conn_close (struct bench *b)
+{
+  if (nbd_shutdown (b->h, 0) == -1)
+    die ("nbd_shutdown");
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  if (b->ring)
+    ring_stop (b->ring);
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  if (b->zring)
+    zring_stop (b->zring);
+#endif
+  nbd_close (b->h);
+  for (int k = 0; k < b->o->qd; k++)
+    free (b->slots[k].buf);
+  free (b->slots);
+  free (b->free_stack);
 }
 
 int
 main (int argc, char *argv[])
 {
   struct options o;
-  struct bench b = { .rng = UINT64_C (0x9e3779b97f4a7c15) };
-  const char *path;
-  double t0, t1;
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  struct ring *ring = NULL;
-  uint64_t writes0 = 0, wakeups0 = 0;
-#endif
-  uint64_t writes = 0, wakeups = 0;
+  struct bench *conns;
+  uint64_t ops = 0, bytes = 0, errors = 0, writes = 0, wakeups = 0;
+  int first_error = 0;
+  double t1 = 0;
 
   parse_options (argc, argv, &o);
   signal (SIGPIPE, SIG_IGN);
 #ifndef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  if (o.writer) {
+  if (o.writer == WR_COPY) {
     fprintf (stderr, "bench: --writer: this library has no nbd_set_concurrent_writer\n");
+    return 2;
+  }
+#endif
+#ifndef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  if (o.writer == WR_ZERO_COPY) {
+    fprintf (stderr, "bench: --zero-copy: this library has no "
+             "nbd_set_concurrent_writer_zero_copy\n");
     return 2;
   }
 #endif
   /* Pinned before the server starts: it inherits the CPU. */
   if (o.pin >= 0)
     pin_to (o.pin);
-  if (o.server) {
+  if (o.server)
     start_server (&o);
-    path = sockpath;
-  }
-  else
-    path = o.connect;
 
-  b.o = &o;
-  b.h = nbd_create ();
-  if (!b.h)
-    die ("nbd_create");
-  if (nbd_connect_unix (b.h, path) == -1)
-    die ("nbd_connect_unix");
-  b.size = (uint64_t) nbd_get_size (b.h);
-  if ((int64_t) b.size < (int64_t) o.bs)
-    die ("nbd_get_size");
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  if (o.writer) {
-    bool writes_data = o.workload != W_RANDREAD && o.workload != W_SEQREAD;
-    ring = ring_start (b.h, 2 * ((size_t) o.qd * (28 + (writes_data ? o.bs : 0)) + 4096));
-  }
-#endif
-
-  b.slots = calloc (o.qd, sizeof *b.slots);
-  b.free_stack = calloc (o.qd, sizeof *b.free_stack);
-  if (!b.slots || !b.free_stack)
+  conns = calloc (o.conns, sizeof *conns);
+  if (!conns)
     die_errno ("calloc");
-  for (int i = 0; i < o.qd; i++) {
-    b.slots[i].b = &b;
-    b.slots[i].idx = i;
-    b.slots[i].buf = malloc (o.bs);
-    if (!b.slots[i].buf)
-      die_errno ("malloc");
-    memset (b.slots[i].buf, 0xa5 ^ i, o.bs);
-    b.free_stack[b.nfree++] = o.qd - 1 - i;
+  for (int i = 0; i < o.conns; i++) {
+    conn_open (&conns[i], &o, i);
+    conns[i].requests = o.requests / o.conns + (i == 0 ? o.requests % o.conns : 0);
   }
 
-  if (o.requests) {
-    t0 = now ();
-    run_phase (&b, 0, o.requests);
+  /* Connection 0 runs on this thread, so one connection has no thread of
+   * its own; the others each get one. */
+  if (pthread_barrier_init (&barrier, NULL, (unsigned) o.conns) != 0)
+    die_errno ("pthread_barrier_init");
+  for (int i = 1; i < o.conns; i++)
+    if (pthread_create (&conns[i].thread, NULL, conn_run, &conns[i]) != 0)
+      die_errno ("pthread_create");
+  conn_run (&conns[0]);
+  for (int i = 1; i < o.conns; i++)
+    pthread_join (conns[i].thread, NULL);
+  pthread_barrier_destroy (&barrier);
+
+  for (int i = 0; i < o.conns; i++) {
+    const struct bench *b = &conns[i];
+    uint64_t w, k;
+
+    ops += b->completed;
+    bytes += b->bytes;
+    if (b->errors && !errors)
+      first_error = b->first_error;
+    errors += b->errors;
+    if (b->t_end > t1)
+      t1 = b->t_end;
+    writer_counts (b, &w, &k);
+    writes += w - b->writes0;
+    wakeups += k - b->wakeups0;
   }
-  else {
-    /* Warm the pools and the server's threads first. */
-    run_phase (&b, now () + (o.duration < 1 ? o.duration / 10 : 0.1), 0);
-    b.issued = b.completed = b.bytes = 0;
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-    if (ring) {
-      writes0 = atomic_load (&ring->writes);
-      wakeups0 = atomic_load (&ring->wakeups);
-    }
-#endif
-    t0 = now ();
-    run_phase (&b, t0 + o.duration, 0);
-  }
-  t1 = now ();
-  if (b.errors) {
-    fprintf (stderr, "bench: %" PRIu64 " requests failed, the first with %s\n", b.errors,
-             strerror (b.first_error));
+  if (errors) {
+    fprintf (stderr, "bench: %" PRIu64 " requests failed, the first with %s\n", errors,
+             strerror (first_error));
     return 1;
   }
 
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  if (ring) {
-    writes = atomic_load (&ring->writes) - writes0;
-    wakeups = atomic_load (&ring->wakeups) - wakeups0;
-  }
-#endif
-  printf ("lib=%s version=%s server=%s workload=%s bs=%" PRIu32 " qd=%d writer=%d pin=%d "
-          "ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f writer_writes=%" PRIu64
-          " writer_wakeups=%" PRIu64 "\n",
-          nbd_get_package_name (b.h), nbd_get_version (b.h), o.server ? o.server : "external",
-          workload_names[o.workload], o.bs, o.qd, o.writer, o.pin, b.completed, t1 - t0,
-          b.completed / (t1 - t0), b.bytes / MIB / (t1 - t0), writes, wakeups);
+  printf ("lib=%s version=%s server=%s transport=%s conns=%d workload=%s bs=%" PRIu32
+          " qd=%d writer=%d pin=%d ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f"
+          " writer_writes=%" PRIu64 " writer_wakeups=%" PRIu64 "\n",
+          nbd_get_package_name (conns[0].h), nbd_get_version (conns[0].h),
+          o.server ? o.server : "external", o.transport == T_TCP ? "tcp" : "unix", o.conns,
+          workload_names[o.workload], o.bs, o.qd, (int) o.writer, o.pin, ops, t1 - t0,
+          ops / (t1 - t0), bytes / MIB / (t1 - t0), writes, wakeups);
   fflush (stdout);
 
-  if (nbd_shutdown (b.h, 0) == -1)
-    die ("nbd_shutdown");
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  if (ring)
-    ring_stop (ring);
-#endif
-  nbd_close (b.h);
-  for (int i = 0; i < o.qd; i++)
-    free (b.slots[i].buf);
-  free (b.slots);
-  free (b.free_stack);
+  for (int i = 0; i < o.conns; i++)
+    conn_close (&conns[i]);
+  free (conns);
   stop_server ();
   return 0;
 }

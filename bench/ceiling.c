@@ -7,8 +7,12 @@
  * would flatter the copies).  No checks beyond the framing, no callbacks,
  * no locks: what is left is the socket's cost.
  *
- *   ceiling --connect SOCKET [--workload randread|randwrite|seqread|seqwrite]
+ *   ceiling [--transport unix|tcp] --connect SOCKET|HOST:PORT
+ *           [--workload randread|randwrite|seqread|seqwrite]
  *           [--bs SIZE] [--qd N] [--duration SECONDS]
+ *
+ * --transport tcp connects to HOST:PORT (the sink server on 127.0.0.1)
+ * and sets TCP_NODELAY, as the libraries do.
  *
  * It negotiates with NBD_OPT_EXPORT_NAME, so replies are simple replies (a
  * read reply is 16 bytes of header where a structured one is 28).  Prints
@@ -27,6 +31,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,7 +86,7 @@ write_full (int fd, const void *buf, size_t len)
 int
 main (int argc, char *argv[])
 {
-  const char *path = NULL, *workload = "randread";
+  const char *path = NULL, *workload = "randread", *transport = "unix";
   uint32_t bs = 4096;
   int qd = 64;
   double duration = 1.0;
@@ -103,6 +110,8 @@ main (int argc, char *argv[])
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp (argv[i], "--connect"))
       path = argv[i + 1];
+    else if (!strcmp (argv[i], "--transport"))
+      transport = argv[i + 1];
     else if (!strcmp (argv[i], "--workload"))
       workload = argv[i + 1];
     else if (!strcmp (argv[i], "--bs")) {
@@ -120,15 +129,36 @@ main (int argc, char *argv[])
     else
       goto usage;
   }
-  if (!path || qd < 1 || bs == 0 || strlen (path) >= sizeof sun.sun_path)
+  if (!path || qd < 1 || bs == 0 || strlen (path) >= sizeof sun.sun_path ||
+      (strcmp (transport, "unix") && strcmp (transport, "tcp")))
     goto usage;
   writes = strstr (workload, "write") != NULL;
   random = strncmp (workload, "rand", 4) == 0;
 
-  strcpy (sun.sun_path, path);
-  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &sun, sizeof sun) == -1)
-    die ("connect");
+  if (!strcmp (transport, "tcp")) {
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    char host[64];
+    const char *colon = strrchr (path, ':');
+    int one = 1;
+
+    if (!colon || (size_t) (colon - path) >= sizeof host)
+      goto usage;
+    memcpy (host, path, colon - path);
+    host[colon - path] = '\0';
+    sin.sin_port = htons ((uint16_t) atoi (colon + 1));
+    if (inet_pton (AF_INET, host, &sin.sin_addr) != 1)
+      goto usage;
+    fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1 || connect (fd, (struct sockaddr *) &sin, sizeof sin) == -1)
+      die ("connect");
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  else {
+    strcpy (sun.sun_path, path);
+    fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1 || connect (fd, (struct sockaddr *) &sun, sizeof sun) == -1)
+      die ("connect");
+  }
   read_full (fd, greet, sizeof greet);
   write_full (fd, &cflags, 4);
   oh.magic = htobe64 (NBD_NEW_VERSION);
@@ -340,7 +370,7 @@ main (int argc, char *argv[])
   return 0;
 
 usage:
-  fprintf (stderr, "usage: ceiling --connect SOCKET [--workload W] [--bs SIZE] [--qd N] "
-                   "[--duration SECONDS]\n");
+  fprintf (stderr, "usage: ceiling [--transport unix|tcp] --connect SOCKET|HOST:PORT "
+                   "[--workload W] [--bs SIZE] [--qd N] [--duration SECONDS]\n");
   return 2;
 }

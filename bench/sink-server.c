@@ -10,7 +10,14 @@
  * requests as the socket holds, and all the replies they need leave in as
  * few sendmsg(2) calls as IOV_MAX allows.
  *
- *   sink-server --unix PATH [--size BYTES] [--no-sr]
+ *   sink-server --unix PATH | --tcp ADDR [--port N] [--port-file FILE]
+ *               [--size BYTES] [--no-sr]
+ *
+ * --tcp listens on ADDR (an IPv4 address: the benchmark uses 127.0.0.1) at
+ * port N, or with --port 0 (the default) at a free port the kernel picks;
+ * --port-file then names a file it writes that port to (a line, written
+ * once it listens, so a reader that sees the newline can connect).
+ * Accepted TCP sockets get TCP_NODELAY, as nbdkit and the libraries do.
  *
  * It never touches the data and never checks bounds beyond the protocol's
  * framing: it is a benchmark fixture, not a storage server.  It stops on
@@ -33,6 +40,10 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "protocol.h"
 
@@ -485,14 +496,51 @@ serve (void *arg)
 static void
 usage (void)
 {
-  fprintf (stderr, "usage: sink-server --unix PATH [--size BYTES] [--no-sr]\n");
+  fprintf (stderr, "usage: sink-server --unix PATH | --tcp ADDR [--port N] [--port-file FILE]\n"
+                   "                   [--size BYTES] [--no-sr]\n");
   exit (2);
+}
+
+/* Listen on 127.0.0.1 (or ADDR) at PORT, 0 for a free one; write the
+ * port chosen to PORT_FILE (a temporary name, renamed once complete). */
+static int
+listen_tcp (const char *addr, int port, const char *port_file)
+{
+  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port) };
+  socklen_t len = sizeof sin;
+  int one = 1, fd;
+
+  if (inet_pton (AF_INET, addr, &sin.sin_addr) != 1) {
+    fprintf (stderr, "sink-server: --tcp %s: not an IPv4 address\n", addr);
+    exit (2);
+  }
+  fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1 || setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == -1 ||
+      bind (fd, (struct sockaddr *) &sin, sizeof sin) == -1 || listen (fd, 64) == -1 ||
+      getsockname (fd, (struct sockaddr *) &sin, &len) == -1) {
+    perror ("sink-server: listen");
+    exit (1);
+  }
+  if (port_file) {
+    char tmp[PATH_MAX], line[16];
+    int n = snprintf (line, sizeof line, "%u\n", ntohs (sin.sin_port));
+    int pf;
+
+    snprintf (tmp, sizeof tmp, "%s.tmp", port_file);
+    pf = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (pf == -1 || write (pf, line, n) != n || close (pf) == -1 || rename (tmp, port_file) == -1) {
+      perror ("sink-server: port file");
+      exit (1);
+    }
+  }
+  return fd;
 }
 
 int
 main (int argc, char *argv[])
 {
-  const char *path = NULL;
+  const char *path = NULL, *tcp = NULL, *port_file = NULL;
+  int port = 0;
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   int lfd;
   void *z;
@@ -500,6 +548,12 @@ main (int argc, char *argv[])
   for (int i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--unix") && i + 1 < argc)
       path = argv[++i];
+    else if (!strcmp (argv[i], "--tcp") && i + 1 < argc)
+      tcp = argv[++i];
+    else if (!strcmp (argv[i], "--port") && i + 1 < argc)
+      port = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--port-file") && i + 1 < argc)
+      port_file = argv[++i];
     else if (!strcmp (argv[i], "--size") && i + 1 < argc)
       export_size = strtoull (argv[++i], NULL, 0);
     else if (!strcmp (argv[i], "--no-sr"))
@@ -507,7 +561,8 @@ main (int argc, char *argv[])
     else
       usage ();
   }
-  if (!path || strlen (path) >= sizeof sun.sun_path)
+  if (!path == !tcp || (path && strlen (path) >= sizeof sun.sun_path) || port < 0 ||
+      port > 65535)
     usage ();
 
   prctl (PR_SET_PDEATHSIG, SIGTERM);
@@ -523,18 +578,22 @@ main (int argc, char *argv[])
   }
   zeroes = z;
 
-  strcpy (sun.sun_path, path);
-  lfd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lfd == -1 || bind (lfd, (struct sockaddr *) &sun, sizeof sun) == -1 ||
-      listen (lfd, 64) == -1) {
-    perror ("sink-server: listen");
-    return 1;
+  if (tcp)
+    lfd = listen_tcp (tcp, port, port_file);
+  else {
+    strcpy (sun.sun_path, path);
+    lfd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd == -1 || bind (lfd, (struct sockaddr *) &sun, sizeof sun) == -1 ||
+        listen (lfd, 64) == -1) {
+      perror ("sink-server: listen");
+      return 1;
+    }
   }
-  /* TCP (127.0.0.1) goes here when the benchmark grows a TCP transport. */
 
   for (;;) {
     pthread_t t;
     struct conn *c;
+    int one = 1;
     int fd = accept4 (lfd, NULL, NULL, SOCK_CLOEXEC);
 
     if (fd == -1) {
@@ -543,6 +602,8 @@ main (int argc, char *argv[])
       perror ("sink-server: accept");
       return 1;
     }
+    if (tcp)
+      setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c = calloc (1, sizeof *c);
     if (!c) {
       close (fd);

@@ -13,13 +13,16 @@
 #             where threads meet a handle (writer, examples, aio, compat, tls)
 #   valgrind  build-valgrind (no sanitizer), the 'hostile' suite    enabled
 #             under valgrind (memcheck; definite and indirect leaks fatal)
+#   fuzz      build-fuzz, clang, -Dfuzzing=true: the 'fuzz' suite        enabled
+#             (seed corpus and crashes replayed), then libFuzzer for
+#             FUZZ_SECONDS (150) on a copy of the seed corpus
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
 # The passes that work today.  A later issue enables one by adding it here.
-default_passes=(asan tsan valgrind)
+default_passes=(asan tsan valgrind fuzz)
 
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1
 export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
@@ -120,6 +123,40 @@ pass_valgrind () {
     --wrapper 'valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect'
 }
 
+# libFuzzer: its own build with clang, where tests/fuzz builds the harness
+# against the core compiled again with -fsanitize=fuzzer-no-link,address,
+# undefined.  First the 'fuzz' suite (every seed and every input in
+# tests/fuzz/crashes/ replayed once; the recorder against real servers),
+# then a bounded run on a copy of the seed corpus: a crash, leak, timeout or
+# out-of-memory makes libFuzzer exit non-zero and leave the input in
+# build-fuzz/fuzz-artifacts/, and fails the pass.
+fuzz_seconds=${FUZZ_SECONDS:-150}
+pass_fuzz () {
+  local work=build-fuzz/fuzz-corpus art=build-fuzz/fuzz-artifacts
+  local log=build-fuzz/meson-logs/fuzz-run.log rc=0
+  CC=clang setup build-fuzz -Dfuzzing=true -Db_lundef=false || return
+  meson compile -C build-fuzz || return
+  run_tests build-fuzz fuzz --suite fuzz || return
+  rm -rf "$work" "$art"
+  mkdir -p "$work" "$art"
+  cp tests/fuzz/corpus/* "$work"/
+  echo "fuzz: libFuzzer for ${fuzz_seconds}s, log in $log"
+  build-fuzz/tests/fuzz/fuzz-client -max_total_time="$fuzz_seconds" -timeout=10 \
+    -rss_limit_mb=2048 -dict=tests/fuzz/nbd.dict -artifact_prefix="$art/" \
+    -print_final_stats=1 "$work" >"$log" 2>&1 || rc=$?
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|peak_rss_mb)' \
+    "$log" || true
+  if ((rc != 0)) || [[ -n $(ls -A "$art") ]]; then
+    tail -n 80 "$log"
+    echo "fuzz-run: FAILED (libFuzzer exit $rc); inputs: $(ls -A "$art" | tr '\n' ' ')"
+    echo "  add each to tests/fuzz/crashes/ once fixed; replay: build-fuzz/tests/fuzz/fuzz-client FILE"
+    total_fail=$((total_fail + 1))
+    return 1
+  fi
+  echo "fuzz-run: no crash, leak or timeout"
+  total_pass=$((total_pass + 1))
+}
+
 main () {
   local passes=("$@")
   ((${#passes[@]})) || passes=("${default_passes[@]}")
@@ -128,7 +165,7 @@ main () {
 
   for p in "${passes[@]}"; do
     if ! declare -F "pass_$p" >/dev/null; then
-      echo "test.sh: unknown pass '$p' (asan, tsan, valgrind)" >&2
+      echo "test.sh: unknown pass '$p' (asan, tsan, valgrind, fuzz)" >&2
       exit 2
     fi
     echo "=== test.sh: pass $p ==="

@@ -452,10 +452,11 @@ typedef void (*nbd_writer_cb) (void *data, const void *buf, size_t len);
  * the lens of all releases add up, in the order the lent buffers came, to
  * the bytes lent so far (release each lent byte exactly once, when sent or
  * dropped).  Everything else (headers, handshake, TLS records) still comes
- * with flags 0, valid only during the call.  A command whose payload is
- * still lent when the connection dies completes (with the error) only once
- * it is given back: after a failure your thread must drop and release what
- * it holds.  nbd_concurrent_writer_release is lock-free, safe from any
+ * with flags 0, valid only during the call.  A write completes only once
+ * its payload is given back, also when the server answers early or the
+ * connection dies (then with the error): release promptly after each send,
+ * without taking the handle lock in between, and after a failure drop and
+ * release what you hold.  nbd_concurrent_writer_release is lock-free, safe from any
  * thread; it fails with EINVAL if more is released than was lent. */
 #define LIBNBD_WRITER_LENT 1U
 typedef void (*nbd_writer_zero_copy_cb) (void *data, const void *buf, size_t len,

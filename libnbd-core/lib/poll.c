@@ -12,10 +12,10 @@
 int
 nbd_internal_poll (struct nbd_handle *h, int timeout)
 {
-  struct pollfd fds[1];
+  struct pollfd fds[2];
   unsigned dir;
   bool held;
-  int r;
+  int r, nfds = 1;
 
   if (nbd_internal_writer_check (h) == -1)
     return -1;
@@ -30,10 +30,18 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
   fds[0].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
                   ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
   fds[0].revents = 0;
+  /* A write pinned until a zero-copy writer gives its payload back: the
+   * release is an event too. */
+  if (h->nr_pinned && h->zc_wake >= 0) {
+    fds[1].fd = h->zc_wake;
+    fds[1].events = POLLIN;
+    fds[1].revents = 0;
+    nfds = 2;
+  }
   /* Data GnuTLS already holds is readable now, whatever the socket says. */
   held = h->tls_conn && (dir & LIBNBD_AIO_DIRECTION_READ) && nbd_internal_tls_pending (h);
   do
-    r = poll (fds, 1, held ? 0 : timeout);
+    r = poll (fds, nfds, held ? 0 : timeout);
   while (r == -1 && errno == EINTR && timeout < 0);
   if (r == -1) {
     if (errno != EINTR) {
@@ -49,6 +57,10 @@ nbd_internal_poll (struct nbd_handle *h, int timeout)
     return 0;
   if (nbd_internal_writer_check (h) == -1)
     return -1;
+  if (nfds == 2 && fds[1].revents) {
+    nbd_internal_wait_release (h, 0);
+    nbd_internal_unpin (h);
+  }
   /* Replies first: reading may be what lets the server take more. */
   if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
     if (nbd_internal_notify_read (h) == -1)

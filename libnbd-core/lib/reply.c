@@ -94,10 +94,21 @@ complete (struct nbd_handle *h)
 
   nbd_internal_reset_reply (h);
   /* A server may answer a write before reading its payload (qemu-nbd
-   * refuses one above its limit at once): while a zero-copy writer still
-   * holds the payload, the caller must not get its buffer back. */
-  while (cmd->type == NBD_CMD_WRITE && cmd->borrow_end > atomic_load (&h->zc_released))
-    nbd_internal_wait_release (h, 1000);
+   * refuses one above its limit at once), and a reply can overtake the
+   * writer thread's release: while a zero-copy writer still holds the
+   * payload, the caller must not get its buffer back.  The release is
+   * normally microseconds away; wait a little, never long: after that the
+   * command is pinned and completes at the first step after the release
+   * (nbd_poll also wakes on it). */
+  if (cmd->type == NBD_CMD_WRITE && cmd->borrow_end > atomic_load (&h->zc_released)) {
+    for (int i = 0; i < 20 && cmd->borrow_end > atomic_load (&h->zc_released); i++)
+      nbd_internal_wait_release (h, 1);
+    if (cmd->borrow_end > atomic_load (&h->zc_released)) {
+      cmd->state = CMD_PINNED;
+      h->nr_pinned++;
+      return;
+    }
+  }
   nbd_internal_finish_command (h, cmd);
 }
 

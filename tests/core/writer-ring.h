@@ -640,6 +640,22 @@ wr_wait_released (struct wring *r, uint64_t n, unsigned ms)
   return done;
 }
 
+/* Wait (bounded) until the thread has sent every byte handed over so far:
+ * a reply can arrive before the thread counts the bytes it answers. */
+static inline bool
+wr_wait_sent (struct wring *r, unsigned ms)
+{
+  double end = wr_now () + ms / 1000.0;
+  bool done;
+
+  pthread_mutex_lock (&r->lock);
+  while (r->sent < r->accepted && wr_now () < end)
+    wr_timed_wait (r, 10);
+  done = r->sent == r->accepted;
+  pthread_mutex_unlock (&r->lock);
+  return done;
+}
+
 /* Stop and join the thread (if still running). */
 static inline void
 wr_stop (struct wring *r)

@@ -85,6 +85,7 @@ main (void)
   memset (rec.buf, 0x5a, WLEN);
 
   /* The header goes out now, the payload only from `lift` on. */
+  ok (wr_wait_sent (&ring, 5000), "the handshake was sent");
   t0 = wr_now ();
   lift = t0 + 0.5;
   pthread_mutex_lock (&ring.lock);

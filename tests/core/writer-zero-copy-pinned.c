@@ -241,8 +241,10 @@ sync_pinned (const char *uri)
   struct wring r;
 
   h = open_handle (&r, uri);
-  /* The thread has sent the whole handshake: it fails 200 ms from now,
-   * with nothing more sent, and gives back 300 ms after that. */
+  /* Once the thread has sent (and counted) the whole handshake, it fails
+   * 200 ms from now, with nothing more sent, and gives back 300 ms after
+   * that. */
+  ok (wr_wait_sent (&r, 5000), "%s: the handshake was sent", mode);
   pthread_mutex_lock (&r.lock);
   r.gate_closed = true;
   r.drop_delay_ms = 300;

@@ -1,0 +1,941 @@
+/* fuzz-session.c: the session fuzz-session.h describes — the client's
+ * settings from the header, the phases and their requests, the checks of
+ * every callback, and the feeding and driving of the socketpair.
+ *
+ * Everything it issues is fixed by the header and by what the handshake
+ * negotiated (the export size above all), never by timing: a recording and
+ * its replay issue the same requests in the same order, so the cookies in a
+ * recorded stream still match.  Must never block or loop without bound.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <libnbd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fuzz-session.h"
+
+#define GUARD 64                /* bytes either side of every data buffer */
+#define GUARD_BYTE 0x5a
+#define CANARY_BYTE 0xa5        /* a read buffer's bytes before the read */
+#define MAX_CMDS 64
+#define MAX_OPTS 8
+#define DRIVE_MAX 256           /* events per fuzz_session_drive */
+#define SLICES_MAX 4096         /* small slices per session, then whole segments */
+#define SEND_TRIES 64           /* full socket: drive and retry this often */
+#define MAX_NAME 4096           /* NBD_MAX_STRING */
+
+/* Header byte 1's low nibble: how many bytes go in before the client is
+ * driven again (0: a whole segment). */
+static const size_t slice_sizes[16] = {
+  0, 1, 2, 3, 4, 7, 8, 13, 16, 20, 28, 100, 512, 4095, 4096, 16384,
+};
+
+static const char *const export_names[4] = {
+  "", "disk", "no-such-export", "a longer export name, with spaces",
+};
+
+static const char *const meta_base[] = { LIBNBD_CONTEXT_BASE_ALLOCATION, NULL };
+static const char *const meta_qemu[] = {
+  "qemu:allocation-depth", "qemu:dirty-bitmap:bitmap0", NULL,
+};
+
+enum kind { K_PREAD, K_PREAD_SR, K_PWRITE, K_FLUSH, K_TRIM, K_ZERO, K_CACHE, K_BLOCK_STATUS };
+
+static const char *const call_names[] = {
+  "nbd_aio_pread", "nbd_aio_pread_structured", "nbd_aio_pwrite", "nbd_aio_flush",
+  "nbd_aio_trim", "nbd_aio_zero", "nbd_aio_cache", "nbd_aio_block_status",
+};
+
+/* One command and what its callbacks saw. */
+struct cmd {
+  struct fuzz_session *s;
+  unsigned idx;
+  enum kind kind;
+  uint64_t offset;
+  size_t count;
+  uint32_t flags;
+  unsigned char *alloc, *buf;   /* reads and writes: count bytes between guards */
+  unsigned char *cover;         /* structured reads: the status that covered each byte */
+  unsigned fail_chunk;          /* the chunk callback fails at this chunk (0: never) */
+  int64_t cookie;               /* what the call returned */
+  bool has_mcb;                 /* a chunk or extent closure was passed */
+  int completions, cb_frees, mcb_frees;
+  int error;                    /* what the completion callback saw */
+  bool done, retired;
+  unsigned chunks, extents;
+};
+
+enum opt_kind { O_LIST, O_LIST_META, O_INFO, O_GO, O_ABORT };
+
+static const char *const opt_call_names[] = {
+  "nbd_aio_opt_list", "nbd_aio_opt_list_meta_context", "nbd_aio_opt_info", "nbd_aio_opt_go",
+  "nbd_aio_opt_abort",
+};
+
+struct opt {
+  struct fuzz_session *s;
+  enum opt_kind kind;
+  int r;
+  bool has_cb, has_list;
+  int completions, cb_frees, list_frees;
+  unsigned entries;
+};
+
+struct fuzz_session {
+  struct nbd_handle *h;
+  int srv;                      /* the server's end of the socketpair */
+  bool eof;                     /* the server's end is shut for writing */
+  const struct fuzz_source *src;
+  uint8_t hdr[FUZZ_HDR_LEN];
+  size_t slice;
+  unsigned slices_left;
+  bool notify, manual_retire, debug;
+  struct fuzz_log *log;
+  uint64_t size;
+  bool can_df;
+  struct cmd *cmds[MAX_CMDS];
+  size_t nr_cmds;
+  struct opt opts[MAX_OPTS];
+  size_t nr_opts;
+  int debug_frees;
+};
+
+/* ---- Broken promises and the log ---------------------------------------- */
+
+static void __attribute__((noreturn))
+check_failed (int line, const char *what)
+{
+  fprintf (stderr, "fuzz-session.c:%d: the client broke a promise: %s\n", line, what);
+  abort ();
+}
+
+#define CHECK(cond)                                              \
+  do {                                                           \
+    if (!(cond))                                                 \
+      check_failed (__LINE__, #cond);                            \
+  } while (0)
+
+static void __attribute__((format (printf, 2, 3)))
+log_event (struct fuzz_session *s, const char *fs, ...)
+{
+  struct fuzz_log *l = s->log;
+  char line[512];
+  va_list ap;
+  int n;
+
+  if (!l)
+    return;
+  va_start (ap, fs);
+  n = vsnprintf (line, sizeof line - 1, fs, ap);
+  va_end (ap);
+  if (n < 0)
+    return;
+  if ((size_t) n > sizeof line - 2)
+    n = sizeof line - 2;
+  line[n++] = '\n';
+  if (l->len + n > l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 4096;
+    char *nb;
+
+    while (cap < l->len + n)
+      cap *= 2;
+    nb = realloc (l->buf, cap);
+    CHECK (nb != NULL);
+    l->buf = nb;
+    l->cap = cap;
+  }
+  memcpy (l->buf + l->len, line, n);
+  l->len += n;
+}
+
+void
+fuzz_log_free (struct fuzz_log *log)
+{
+  free (log->buf);
+  log->buf = NULL;
+  log->len = log->cap = 0;
+}
+
+/* A failed call names itself first and sets an errno. */
+static void
+check_error (const char *call)
+{
+  const char *msg = nbd_get_error ();
+  size_t n = strlen (call);
+
+  CHECK (msg != NULL);
+  CHECK (strncmp (msg, call, n) == 0 && msg[n] == ':');
+  CHECK (nbd_get_errno () != 0);
+}
+
+static const char *
+state_name (struct fuzz_session *s)
+{
+  struct nbd_handle *h = s->h;
+
+  if (nbd_aio_is_created (h)) return "created";
+  if (nbd_aio_is_connecting (h)) return "connecting";
+  if (nbd_aio_is_negotiating (h)) return "negotiating";
+  if (nbd_aio_is_ready (h)) return "ready";
+  if (nbd_aio_is_processing (h)) return "processing";
+  if (nbd_aio_is_dead (h)) return "dead";
+  if (nbd_aio_is_closed (h)) return "closed";
+  return "unknown";
+}
+
+static bool
+alive (struct fuzz_session *s)
+{
+  return nbd_aio_is_connecting (s->h) || nbd_aio_is_ready (s->h) || nbd_aio_is_processing (s->h);
+}
+
+/* ---- Feeding and driving ------------------------------------------------ */
+
+/* What the client sent: forwarded (recorder) or dropped. */
+static void
+drain (struct fuzz_session *s)
+{
+  static char buf[65536];
+
+  for (int i = 0; i < 64; i++) {
+    ssize_t n = recv (s->srv, buf, sizeof buf, MSG_DONTWAIT);
+
+    if (n <= 0)
+      break;
+    if (s->src->client_bytes)
+      s->src->client_bytes (s->src->opaque, buf, n);
+  }
+}
+
+/* The aio way: the direction says what the client waits for, FIONREAD
+ * whether reading would find anything.  1 if an event was delivered. */
+static int
+notify_step (struct fuzz_session *s)
+{
+  unsigned dir = nbd_aio_get_direction (s->h);
+  int fd = nbd_aio_get_fd (s->h), avail = 0, r = 0;
+
+  if (fd < 0 || ioctl (fd, FIONREAD, &avail) == -1)
+    avail = 0;
+  if ((dir & LIBNBD_AIO_DIRECTION_READ) && (avail > 0 || s->eof)) {
+    nbd_aio_notify_read (s->h);
+    r = 1;
+  }
+  if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && alive (s)) {
+    nbd_aio_notify_write (s->h);
+    r = 1;
+  }
+  return r;
+}
+
+void
+fuzz_session_drive (struct fuzz_session *s)
+{
+  for (int i = 0; i < DRIVE_MAX; i++) {
+    int r;
+
+    drain (s);
+    if (!alive (s))
+      break;
+    r = s->notify ? notify_step (s) : nbd_poll (s->h, 0);
+    if (r <= 0)
+      break;
+  }
+  drain (s);
+}
+
+/* False if the client will take no more (its end closed, or it does not
+ * read and the socket is full). */
+static bool
+send_all (struct fuzz_session *s, const char *p, size_t n)
+{
+  int tries = 0;
+
+  while (n > 0) {
+    ssize_t r = send (s->srv, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+    if (r > 0) {
+      p += r;
+      n -= r;
+      continue;
+    }
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) && ++tries < SEND_TRIES) {
+      fuzz_session_drive (s);
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+void
+fuzz_session_send (struct fuzz_session *s, const void *buf, size_t len)
+{
+  const char *p = buf;
+
+  if (s->eof)
+    return;
+  while (len > 0) {
+    size_t n = len;
+
+    if (s->slice && s->slices_left && n > s->slice) {
+      n = s->slice;
+      s->slices_left--;
+    }
+    if (!send_all (s, p, n))
+      return;
+    p += n;
+    len -= n;
+    fuzz_session_drive (s);
+  }
+}
+
+static void
+send_eof (struct fuzz_session *s)
+{
+  if (s->eof)
+    return;
+  shutdown (s->srv, SHUT_WR);
+  s->eof = true;
+  fuzz_session_drive (s);
+}
+
+/* Feed whole segments until @done or the end of the stream, then mark the
+ * phase's end. */
+static void
+wait_phase (struct fuzz_session *s, const char *name, bool (*done) (struct fuzz_session *))
+{
+  fuzz_session_drive (s);
+  while (!done (s) && !s->eof)
+    if (!s->src->feed (s, s->src->opaque))
+      send_eof (s);
+  if (s->src->boundary)
+    s->src->boundary (s->src->opaque);
+  log_event (s, "phase %s: %s", name, state_name (s));
+}
+
+static bool
+connecting_done (struct fuzz_session *s)
+{
+  return !nbd_aio_is_connecting (s->h);
+}
+
+static bool
+commands_done (struct fuzz_session *s)
+{
+  return nbd_aio_in_flight (s->h) <= 0;
+}
+
+static bool
+session_done (struct fuzz_session *s)
+{
+  return !alive (s);
+}
+
+/* ---- Callbacks ---------------------------------------------------------- */
+
+static int
+debug_message (void *user_data, const char *context, const char *msg)
+{
+  CHECK (context != NULL && msg != NULL);
+  CHECK (strlen (msg) < 1024 * 1024);
+  return 0;
+}
+
+static void
+debug_free (void *user_data)
+{
+  struct fuzz_session *s = user_data;
+
+  s->debug_frees++;
+}
+
+static void
+check_guards (const struct cmd *c)
+{
+  if (!c->alloc)
+    return;
+  for (size_t i = 0; i < GUARD; i++) {
+    CHECK (c->alloc[i] == GUARD_BYTE);
+    CHECK (c->buf[c->count + i] == GUARD_BYTE);
+  }
+}
+
+static unsigned char
+write_pattern (const struct cmd *c, size_t i)
+{
+  return (unsigned char) (i * 7 + c->idx + 1);
+}
+
+static int
+cmd_complete (void *user_data, int *error)
+{
+  struct cmd *c = user_data;
+
+  c->completions++;
+  CHECK (c->completions == 1);
+  CHECK (c->cb_frees == 0);
+  c->done = true;
+  c->error = *error;
+  log_event (c->s, "done %u error %d chunks %u extents %u", c->idx, c->error, c->chunks,
+             c->extents);
+  check_guards (c);
+  if (c->kind == K_PREAD_SR) {
+    /* pread_initialize: what no chunk covered is zero; success means
+     * the chunks covered all of it, and holes read as zero. */
+    for (size_t i = 0; i < c->count; i++) {
+      if (!c->cover[i])
+        CHECK (c->buf[i] == 0);
+      if (c->error == 0) {
+        CHECK (c->cover[i] != 0);
+        if (c->cover[i] == LIBNBD_READ_HOLE)
+          CHECK (c->buf[i] == 0);
+      }
+    }
+    if (c->fail_chunk && c->chunks >= c->fail_chunk)
+      CHECK (c->error != 0);
+  }
+  if (c->kind == K_PWRITE)
+    for (size_t i = 0; i < c->count; i++)
+      CHECK (c->buf[i] == write_pattern (c, i));
+  return c->s->manual_retire ? 0 : 1;
+}
+
+static void
+cmd_cb_free (void *user_data)
+{
+  struct cmd *c = user_data;
+
+  c->cb_frees++;
+  CHECK (c->cb_frees == 1);
+}
+
+static void
+cmd_mcb_free (void *user_data)
+{
+  struct cmd *c = user_data;
+
+  c->mcb_frees++;
+  CHECK (c->mcb_frees == 1);
+}
+
+static int
+cmd_chunk (void *user_data, const void *subbuf, size_t count, uint64_t offset, unsigned status,
+           int *error)
+{
+  struct cmd *c = user_data;
+  const unsigned char *p = subbuf;
+
+  CHECK (!c->done);
+  CHECK (status == LIBNBD_READ_DATA || status == LIBNBD_READ_HOLE || status == LIBNBD_READ_ERROR);
+  CHECK (offset >= c->offset && count <= c->count && offset - c->offset <= c->count - count);
+  CHECK (p == c->buf + (offset - c->offset));
+  c->chunks++;
+  if (status != LIBNBD_READ_ERROR) {
+    CHECK (count > 0);
+    if (status == LIBNBD_READ_HOLE)
+      for (size_t i = 0; i < count; i++)
+        CHECK (p[i] == 0);
+    memset (c->cover + (offset - c->offset), (int) status, count);
+  }
+  if (c->fail_chunk && c->chunks == c->fail_chunk) {
+    *error = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+static int
+cmd_extent (void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
+            size_t nr_entries, int *error)
+{
+  struct cmd *c = user_data;
+  uint64_t sum = 0;
+
+  CHECK (!c->done);
+  CHECK (metacontext != NULL && metacontext[0] != '\0' && strlen (metacontext) <= MAX_NAME);
+  CHECK (offset == c->offset);
+  CHECK (nr_entries >= 2 && nr_entries % 2 == 0);
+  for (size_t i = 0; i < nr_entries; i += 2) {
+    CHECK (entries[i] > 0);
+    if (i + 2 < nr_entries)
+      sum += entries[i];
+  }
+  /* All but the last extent lie inside the request; with REQ_ONE there is
+   * one, no longer than the request. */
+  if (nr_entries > 2)
+    CHECK (sum < c->count);
+  if (c->flags & LIBNBD_CMD_FLAG_REQ_ONE)
+    CHECK (nr_entries == 2 && entries[0] <= c->count);
+  c->extents++;
+  return 0;
+}
+
+/* ---- Commands ----------------------------------------------------------- */
+
+/* An offset for a request of @count bytes: inside the export when it is big
+ * enough (aligned to 512), moved by header byte 3. */
+static uint64_t
+at (struct fuzz_session *s, uint64_t off, uint64_t count)
+{
+  off += (uint64_t) s->hdr[3] * 4096;
+  if (s->size == 0 || s->size < count)
+    return off;
+  return (off % (s->size - count + 1)) & ~(uint64_t) 511;
+}
+
+static void
+issue (struct fuzz_session *s, enum kind kind, uint64_t offset, size_t count, uint32_t flags,
+       unsigned fail_chunk)
+{
+  struct cmd *c = calloc (1, sizeof *c);
+  bool read = kind == K_PREAD || kind == K_PREAD_SR;
+  nbd_completion_callback cb = { .callback = cmd_complete, .user_data = c, .free = cmd_cb_free };
+  nbd_chunk_callback chunk = { .callback = cmd_chunk, .user_data = c, .free = cmd_mcb_free };
+  nbd_extent_callback extent = { .callback = cmd_extent, .user_data = c, .free = cmd_mcb_free };
+  struct nbd_handle *h = s->h;
+  int64_t r = -1;
+
+  CHECK (c != NULL && s->nr_cmds < MAX_CMDS);
+  c->s = s;
+  c->idx = s->nr_cmds;
+  c->kind = kind;
+  c->offset = offset;
+  c->count = count;
+  c->flags = flags;
+  c->fail_chunk = fail_chunk;
+  s->cmds[s->nr_cmds++] = c;
+  if (read || kind == K_PWRITE) {
+    c->alloc = malloc (count + 2 * GUARD);
+    CHECK (c->alloc != NULL);
+    c->buf = c->alloc + GUARD;
+    memset (c->alloc, GUARD_BYTE, count + 2 * GUARD);
+    for (size_t i = 0; i < count; i++)
+      c->buf[i] = read ? CANARY_BYTE : write_pattern (c, i);
+  }
+  if (kind == K_PREAD_SR) {
+    c->cover = calloc (count ? count : 1, 1);
+    CHECK (c->cover != NULL);
+  }
+  c->has_mcb = kind == K_PREAD_SR || kind == K_BLOCK_STATUS;
+
+  switch (kind) {
+  case K_PREAD: r = nbd_aio_pread (h, c->buf, count, offset, cb, flags); break;
+  case K_PREAD_SR:
+    r = nbd_aio_pread_structured (h, c->buf, count, offset, chunk, cb, flags);
+    break;
+  case K_PWRITE: r = nbd_aio_pwrite (h, c->buf, count, offset, cb, flags); break;
+  case K_FLUSH: r = nbd_aio_flush (h, cb, flags); break;
+  case K_TRIM: r = nbd_aio_trim (h, count, offset, cb, flags); break;
+  case K_ZERO: r = nbd_aio_zero (h, count, offset, cb, flags); break;
+  case K_CACHE: r = nbd_aio_cache (h, count, offset, cb, flags); break;
+  case K_BLOCK_STATUS: r = nbd_aio_block_status (h, count, offset, extent, cb, flags); break;
+  }
+  c->cookie = r;
+  if (r == -1) {
+    check_error (call_names[kind]);
+    /* Refused: no completion, every closure freed, a read buffer zeroed
+     * (pread_initialize). */
+    CHECK (c->completions == 0);
+    CHECK (c->cb_frees == 1);
+    CHECK (!c->has_mcb || c->mcb_frees == 1);
+    if (read)
+      for (size_t i = 0; i < count; i++)
+        CHECK (c->buf[i] == 0);
+    check_guards (c);
+    log_event (s, "issue %u %s refused: errno %d", c->idx, call_names[kind], nbd_get_errno ());
+  }
+  else {
+    CHECK (r > 0);
+    log_event (s, "issue %u %s: cookie %" PRIi64, c->idx, call_names[kind], r);
+  }
+}
+
+/* Manual retirement: every completed command once, with its outcome. */
+static void
+retire (struct fuzz_session *s)
+{
+  int64_t peek;
+
+  if (!s->manual_retire)
+    return;
+  peek = nbd_aio_peek_command_completed (s->h);
+  if (peek > 0) {
+    bool found = false;
+
+    for (size_t i = 0; i < s->nr_cmds; i++)
+      if (s->cmds[i]->cookie == peek)
+        found = s->cmds[i]->done && !s->cmds[i]->retired;
+    CHECK (found);
+  }
+  for (size_t i = 0; i < s->nr_cmds; i++) {
+    struct cmd *c = s->cmds[i];
+    int r;
+
+    if (!c->done || c->retired)
+      continue;
+    r = nbd_aio_command_completed (s->h, c->cookie);
+    CHECK (r == (c->error ? -1 : 1));
+    if (r == -1) {
+      check_error ("nbd_aio_command_completed");
+      CHECK (nbd_get_errno () == c->error);
+    }
+    c->retired = true;
+    CHECK (c->cb_frees == 1);
+    CHECK (!c->has_mcb || c->mcb_frees == 1);
+  }
+}
+
+static void
+batch_end (struct fuzz_session *s, const char *name)
+{
+  wait_phase (s, name, commands_done);
+  retire (s);
+}
+
+static void
+batches (struct fuzz_session *s)
+{
+  uint32_t df = s->can_df ? LIBNBD_CMD_FLAG_DF : 0;
+  unsigned fail = (s->hdr[2] & FUZZ_H2_FAIL_CHUNK) ? 1 : 0;
+
+  issue (s, K_PREAD, at (s, 0, 512), 512, 0, 0);
+  issue (s, K_PREAD_SR, at (s, 4096, 2048), 2048, 0, 0);
+  issue (s, K_BLOCK_STATUS, at (s, 0, 65536), 65536, 0, 0);
+  issue (s, K_PREAD, 3, 1000, 0, 0);
+  batch_end (s, "read");
+
+  issue (s, K_PWRITE, at (s, 8192, 4096), 4096, 0, 0);
+  issue (s, K_ZERO, at (s, 16384, 8192), 8192, 0, 0);
+  issue (s, K_TRIM, at (s, 32768, 4096), 4096, 0, 0);
+  issue (s, K_FLUSH, 0, 0, 0, 0);
+  issue (s, K_CACHE, at (s, 0, 8192), 8192, 0, 0);
+  issue (s, K_PWRITE, at (s, 40960, 512), 512, LIBNBD_CMD_FLAG_FUA, 0);
+  batch_end (s, "write");
+
+  issue (s, K_PREAD_SR, at (s, 8192, 4096), 4096, df, 0);
+  issue (s, K_BLOCK_STATUS, at (s, 0, 1 << 20), 1 << 20, LIBNBD_CMD_FLAG_REQ_ONE, 0);
+  issue (s, K_PREAD_SR, at (s, 12288, 4096), 4096, 0, fail);
+  issue (s, K_ZERO, at (s, 49152, 4096), 4096,
+         LIBNBD_CMD_FLAG_FAST_ZERO | LIBNBD_CMD_FLAG_NO_HOLE, 0);
+  batch_end (s, "reread");
+
+  /* Above 16 KiB a payload may go straight to the caller's buffer; across
+   * data and holes the reply comes in several chunks. */
+  issue (s, K_PREAD_SR, at (s, 0, 17408), 17408, 0, 0);
+  issue (s, K_PREAD_SR, at (s, 65536, 4096), 4096, 0, 0);
+  issue (s, K_PREAD, at (s, 0, 0), 0, 0, 0);
+  batch_end (s, "large");
+
+  /* Many replies in one receive. */
+  for (unsigned i = 0; i < 8; i++)
+    issue (s, K_PREAD, at (s, i * 4096, 256), 256, 0, 0);
+  for (unsigned i = 0; i < 4; i++)
+    issue (s, K_BLOCK_STATUS, at (s, i * 8192, 4096), 4096, 0, 0);
+  for (unsigned i = 0; i < 2; i++)
+    issue (s, K_PREAD_SR, at (s, i * 65536 + 512, 512), 512, 0, 0);
+  batch_end (s, "many");
+}
+
+/* ---- Option mode -------------------------------------------------------- */
+
+static int
+opt_complete (void *user_data, int *error)
+{
+  struct opt *o = user_data;
+
+  o->completions++;
+  CHECK (o->completions == 1);
+  CHECK (o->cb_frees == 0);
+  log_event (o->s, "opt %s done: error %d, %u entries", opt_call_names[o->kind], *error,
+             o->entries);
+  return 1;
+}
+
+static void
+opt_cb_free (void *user_data)
+{
+  struct opt *o = user_data;
+
+  o->cb_frees++;
+  CHECK (o->cb_frees == 1);
+}
+
+static void
+opt_list_free (void *user_data)
+{
+  struct opt *o = user_data;
+
+  o->list_frees++;
+  CHECK (o->list_frees == 1);
+}
+
+static int
+opt_export (void *user_data, const char *name, const char *description)
+{
+  struct opt *o = user_data;
+
+  CHECK (o->completions == 0);
+  CHECK (name != NULL && description != NULL);
+  CHECK (strlen (name) <= MAX_NAME && strlen (description) <= MAX_NAME);
+  o->entries++;
+  return 0;
+}
+
+static int
+opt_context (void *user_data, const char *name)
+{
+  struct opt *o = user_data;
+
+  CHECK (o->completions == 0);
+  CHECK (name != NULL && name[0] != '\0' && strlen (name) <= MAX_NAME);
+  o->entries++;
+  return 0;
+}
+
+static void
+run_opt (struct fuzz_session *s, enum opt_kind kind)
+{
+  struct opt *o = &s->opts[s->nr_opts++];
+  nbd_completion_callback cb = { .callback = opt_complete, .user_data = o, .free = opt_cb_free };
+  nbd_list_callback list = { .callback = opt_export, .user_data = o, .free = opt_list_free };
+  nbd_context_callback context = { .callback = opt_context, .user_data = o,
+                                   .free = opt_list_free };
+  int r = -1;
+
+  o->s = s;
+  o->kind = kind;
+  o->has_cb = kind != O_ABORT;
+  o->has_list = kind == O_LIST || kind == O_LIST_META;
+  switch (kind) {
+  case O_LIST: r = nbd_aio_opt_list (s->h, list, cb); break;
+  case O_LIST_META: r = nbd_aio_opt_list_meta_context (s->h, context, cb); break;
+  case O_INFO: r = nbd_aio_opt_info (s->h, cb); break;
+  case O_GO: r = nbd_aio_opt_go (s->h, cb); break;
+  case O_ABORT: r = nbd_aio_opt_abort (s->h); break;
+  }
+  o->r = r;
+  log_event (s, "opt %s: %d", opt_call_names[kind], r);
+  if (r == -1) {
+    check_error (opt_call_names[kind]);
+    CHECK (o->completions <= 1);
+    CHECK (!o->has_cb || o->cb_frees == 1);
+    CHECK (!o->has_list || o->list_frees == 1);
+    return;
+  }
+  CHECK (r == 0);
+  wait_phase (s, opt_call_names[kind], connecting_done);
+  if (!nbd_aio_is_connecting (s->h)) {
+    CHECK (!o->has_cb || (o->completions == 1 && o->cb_frees == 1));
+    CHECK (!o->has_list || o->list_frees == 1);
+  }
+}
+
+/* ---- Facts -------------------------------------------------------------- */
+
+static bool
+is_pow2 (int64_t v)
+{
+  return v > 0 && (v & (v - 1)) == 0;
+}
+
+static void
+facts (struct fuzz_session *s, const char *when)
+{
+  struct nbd_handle *h = s->h;
+  int64_t size = nbd_get_size (h);
+  int64_t min = nbd_get_block_size (h, LIBNBD_SIZE_MINIMUM);
+  int64_t pref = nbd_get_block_size (h, LIBNBD_SIZE_PREFERRED);
+  int64_t max = nbd_get_block_size (h, LIBNBD_SIZE_MAXIMUM);
+  const char *proto = nbd_get_protocol (h);
+  char *name = nbd_get_canonical_export_name (h);
+  char *desc = nbd_get_export_description (h);
+  int df = nbd_can_df (h);
+  int metas = 0;
+
+  if (name)
+    CHECK (strlen (name) <= MAX_NAME);
+  if (desc)
+    CHECK (strlen (desc) <= MAX_NAME);
+  free (name);
+  free (desc);
+  /* The client checked the server's block sizes before it accepted them. */
+  if (min > 0 || pref > 0 || max > 0) {
+    CHECK (is_pow2 (min) && min <= 65536 && is_pow2 (pref) && pref >= min && pref >= 512);
+    CHECK (max >= pref && (max == UINT32_MAX || max % min == 0));
+  }
+  for (const char *const *m = meta_base; *m; m++)
+    metas += nbd_can_meta_context (h, *m) == 1;
+  for (const char *const *m = meta_qemu; *m; m++)
+    metas += nbd_can_meta_context (h, *m) == 1;
+  log_event (s, "facts %s: size %" PRIi64 " flags %d%d%d%d%d%d%d%d%d%d block %" PRIi64 "/%"
+             PRIi64 "/%" PRIi64 " protocol %s sr %d metas %d", when, size,
+             nbd_is_read_only (h), nbd_can_flush (h), nbd_can_fua (h), nbd_is_rotational (h),
+             nbd_can_trim (h), nbd_can_zero (h), nbd_can_fast_zero (h), df,
+             nbd_can_multi_conn (h), nbd_can_cache (h), min, pref, max, proto ? proto : "-",
+             nbd_get_structured_replies_negotiated (h), metas);
+  if (size >= 0)
+    s->size = size;
+  s->can_df = df == 1;
+}
+
+/* ---- The session -------------------------------------------------------- */
+
+static void
+configure (struct fuzz_session *s)
+{
+  struct nbd_handle *h = s->h;
+  uint8_t h0 = s->hdr[0], h1 = s->hdr[1], h2 = s->hdr[2];
+  uint32_t hflags = LIBNBD_HANDSHAKE_FLAG_MASK;
+
+  s->slice = slice_sizes[h1 & FUZZ_H1_SLICE_MASK];
+  s->slices_left = SLICES_MAX;
+  s->notify = h1 & FUZZ_H1_NOTIFY;
+  s->manual_retire = h1 & FUZZ_H1_MANUAL_RETIRE;
+  CHECK (nbd_set_opt_mode (h, h0 & FUZZ_H0_OPT_MODE) == 0);
+  CHECK (nbd_set_request_structured_replies (h, !(h0 & FUZZ_H0_NO_SR)) == 0);
+  if (h0 & FUZZ_H0_META_BASE)
+    for (const char *const *m = meta_base; *m; m++)
+      CHECK (nbd_add_meta_context (h, *m) == 0);
+  if (h0 & FUZZ_H0_META_QEMU)
+    for (const char *const *m = meta_qemu; *m; m++)
+      CHECK (nbd_add_meta_context (h, *m) == 0);
+  CHECK (nbd_set_full_info (h, h0 & FUZZ_H0_FULL_INFO) == 0);
+  if (h0 & FUZZ_H0_STRICT_OFF)
+    CHECK (nbd_set_strict_mode (h, 0) == 0);
+  if (h0 & FUZZ_H0_NO_FIXED)
+    hflags &= ~LIBNBD_HANDSHAKE_FLAG_FIXED_NEWSTYLE;
+  if (h0 & FUZZ_H0_NO_NOZEROES)
+    hflags &= ~LIBNBD_HANDSHAKE_FLAG_NO_ZEROES;
+  CHECK (nbd_set_handshake_flags (h, hflags) == 0);
+  CHECK (nbd_set_request_block_size (h, !(h1 & FUZZ_H1_NO_BLOCK_SIZE)) == 0);
+  CHECK (nbd_set_pread_initialize (h, true) == 0);
+  CHECK (nbd_set_export_name (h, export_names[h2 & FUZZ_H2_NAME_MASK]) == 0);
+  if (h1 & FUZZ_H1_DEBUG) {
+    nbd_debug_callback dcb = { .callback = debug_message, .user_data = s, .free = debug_free };
+
+    CHECK (nbd_set_debug_callback (h, dcb) == 0);
+    CHECK (nbd_set_debug (h, true) == 0);
+    s->debug = true;
+  }
+}
+
+/* After nbd_close: every promise about callbacks kept, then free all. */
+static void
+final_checks (struct fuzz_session *s)
+{
+  for (size_t i = 0; i < s->nr_cmds; i++) {
+    struct cmd *c = s->cmds[i];
+
+    CHECK (c->completions == (c->cookie > 0 ? 1 : 0));
+    CHECK (c->cb_frees == 1);
+    CHECK (!c->has_mcb || c->mcb_frees == 1);
+    check_guards (c);
+    free (c->alloc);
+    free (c->cover);
+    free (c);
+  }
+  for (size_t i = 0; i < s->nr_opts; i++) {
+    struct opt *o = &s->opts[i];
+
+    /* A call that failed may still have completed its option (the
+     * connection died under it); one that succeeded always did. */
+    if (o->has_cb) {
+      CHECK (o->r == 0 ? o->completions == 1 : o->completions <= 1);
+      CHECK (o->cb_frees == 1);
+    }
+    CHECK (!o->has_list || o->list_frees == 1);
+  }
+  if (s->debug)
+    CHECK (s->debug_frees == 1);
+}
+
+void
+fuzz_session_run (const uint8_t *hdr, const struct fuzz_source *src, struct fuzz_log *log)
+{
+  struct fuzz_session s = { .src = src, .log = log, .srv = -1 };
+  int sv[2];
+
+  memcpy (s.hdr, hdr, FUZZ_HDR_LEN);
+  CHECK (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  s.srv = sv[0];
+  s.h = nbd_create ();
+  CHECK (s.h != NULL);
+  configure (&s);
+  CHECK (nbd_aio_connect_socket (s.h, sv[1]) == 0);
+  wait_phase (&s, "handshake", connecting_done);
+
+  if (nbd_aio_is_negotiating (s.h)) {
+    run_opt (&s, O_LIST);
+    run_opt (&s, O_LIST_META);
+    run_opt (&s, O_INFO);
+    facts (&s, "info");
+    run_opt (&s, O_GO);
+    if (nbd_aio_is_negotiating (s.h))
+      run_opt (&s, O_ABORT);
+  }
+  facts (&s, "go");
+  batches (&s);
+  if (s.hdr[2] & FUZZ_H2_DISCONNECT) {
+    int r = nbd_aio_disconnect (s.h, 0);
+
+    if (r == -1)
+      check_error ("nbd_aio_disconnect");
+    log_event (&s, "disconnect: %d", r);
+  }
+  wait_phase (&s, "end", session_done);
+  send_eof (&s);
+  retire (&s);
+  log_event (&s, "close: %s", state_name (&s));
+  nbd_close (s.h);
+  close (s.srv);
+  final_checks (&s);
+}
+
+/* ---- Replaying an input ------------------------------------------------- */
+
+struct input {
+  const uint8_t *p;
+  size_t len, pos;
+};
+
+static int
+input_feed (struct fuzz_session *s, void *opaque)
+{
+  struct input *in = opaque;
+  size_t n;
+
+  if (in->len - in->pos < 2)
+    return 0;
+  n = (size_t) in->p[in->pos] << 8 | in->p[in->pos + 1];
+  in->pos += 2;
+  if (n > in->len - in->pos)
+    n = in->len - in->pos;
+  fuzz_session_send (s, in->p + in->pos, n);
+  in->pos += n;
+  return 1;
+}
+
+void
+fuzz_replay (const uint8_t *data, size_t size, struct fuzz_log *log)
+{
+  uint8_t hdr[FUZZ_HDR_LEN] = { 0 };
+  size_t n = size < FUZZ_HDR_LEN ? size : FUZZ_HDR_LEN;
+  struct input in = { .p = data ? data + n : NULL, .len = size - n };
+  struct fuzz_source src = { .feed = input_feed, .opaque = &in };
+
+  if (!data)
+    in.p = (const uint8_t *) "";
+  if (n)
+    memcpy (hdr, data, n);
+  fuzz_session_run (hdr, &src, log);
+}
