@@ -1132,6 +1132,7 @@ static void
 writer_counts (const struct bench *b, uint64_t *writes, uint64_t *wakeups)
 {
   *writes = *wakeups = 0;
+  (void) b;                     /* libnbd: no writer */
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
   if (b->ring) {
     *writes = atomic_load (&b->ring->writes);

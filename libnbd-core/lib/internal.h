@@ -191,6 +191,7 @@ struct nbd_handle {
   _Atomic uint64_t zc_lent;     /* payload bytes lent to the zero-copy writer */
   _Atomic uint64_t zc_released; /* ... and given back by it */
   int zc_wake;                  /* eventfd: a release happened (for waiters) */
+  _Atomic bool zc_want_wake;    /* someone waits on zc_wake: releases signal it */
   uint32_t nr_pinned;
   bool closing;
   _Atomic int writer_err;       /* first error the writer reported, 0 if none */

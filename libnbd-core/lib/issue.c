@@ -544,6 +544,7 @@ nbd_internal_abort_commands (struct nbd_handle *h, int errnum)
         cmd->borrow_end > atomic_load (&h->zc_released)) {
       cmd->state = CMD_PINNED;
       h->nr_pinned++;
+      atomic_store (&h->zc_want_wake, true);
       continue;
     }
     nbd_internal_finish_command (h, cmd);

@@ -101,6 +101,7 @@ complete (struct nbd_handle *h)
    * command is pinned and completes at the first step after the release
    * (nbd_poll also wakes on it). */
   if (cmd->type == NBD_CMD_WRITE && cmd->borrow_end > atomic_load (&h->zc_released)) {
+    atomic_store (&h->zc_want_wake, true);
     for (int i = 0; i < 20 && cmd->borrow_end > atomic_load (&h->zc_released); i++)
       nbd_internal_wait_release (h, 1);
     if (cmd->borrow_end > atomic_load (&h->zc_released)) {
@@ -108,6 +109,8 @@ complete (struct nbd_handle *h)
       h->nr_pinned++;
       return;
     }
+    if (h->nr_pinned == 0)
+      atomic_store (&h->zc_want_wake, false);
   }
   nbd_internal_finish_command (h, cmd);
 }

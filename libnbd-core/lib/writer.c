@@ -56,6 +56,8 @@ nbd_internal_unpin (struct nbd_handle *h)
       nbd_internal_finish_command (h, cmd);
     }
   }
+  if (h->nr_pinned == 0)
+    atomic_store (&h->zc_want_wake, false);
 }
 
 void
@@ -147,7 +149,9 @@ nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
       return -1;
     }
   } while (!atomic_compare_exchange_weak (&h->zc_released, &released, released + len));
-  if (h->zc_wake >= 0 && write (h->zc_wake, &v, sizeof v) == -1)
+  /* A system call only when the core waits for a release (a pinned
+   * write), not on every send. */
+  if (atomic_load (&h->zc_want_wake) && write (h->zc_wake, &v, sizeof v) == -1)
     return 0;                   /* the counter is full: a wake is pending */
   return 0;
 }
