@@ -48,6 +48,9 @@ enum image { NO_IMAGE, QCOW2_HOLES, QCOW2_BITMAP, RAW_HOLES };
 #define NTF FUZZ_H1_NOTIFY
 #define DISC FUZZ_H2_DISCONNECT
 #define FAIL FUZZ_H2_FAIL_CHUNK
+#define LARGE FUZZ_H2_LARGE
+#define TLSA FUZZ_H2_TLS_ALLOW
+#define TLSR FUZZ_H2_TLS_REQUIRE
 /* Export names (fuzz-session.c's export_names) and slice indexes. */
 #define N_DISK 1
 #define N_NONE 2
@@ -74,7 +77,8 @@ static const struct scenario scenarios[] = {
   { "nbdkit-memory", NBDKIT, NO_IMAGE, { MEM }, { MB, 0, DISC, 0 } },
   { "nbdkit-memory-slice7", NBDKIT, NO_IMAGE, { MEM }, { MB, S_7, DISC, 0 } },
   { "nbdkit-memory-slice1-notify", NBDKIT, NO_IMAGE, { MEM }, { MB, S_1 | NTF | MR, DISC, 0 } },
-  { "nbdkit-memory-client-no-sr", NBDKIT, NO_IMAGE, { MEM }, { MB | NOSR, S_512, DISC, 0 } },
+  { "nbdkit-memory-large", NBDKIT, NO_IMAGE, { MEM }, { MB, S_4096, DISC | LARGE, 0 } },
+  { "nbdkit-memory-client-no-sr", NBDKIT, NO_IMAGE, { MEM }, { MB | NOSR, S_512, DISC | LARGE, 0 } },
   { "nbdkit-no-sr", NBDKIT, NO_IMAGE, { "--no-sr", MEM }, { MB, S_512, DISC, 0 } },
   { "nbdkit-oldstyle", NBDKIT, NO_IMAGE, { "-o", MEM }, { 0, 0, DISC, 0 } },
   { "nbdkit-oldstyle-slice3", NBDKIT, NO_IMAGE, { "-o", MEM }, { MB, S_3, DISC | FAIL, 0 } },
@@ -101,6 +105,8 @@ static const struct scenario scenarios[] = {
   { "nbdkit-readonly", NBDKIT, NO_IMAGE, { "-r", MEM }, { MB, 0, DISC, 0 } },
   { "nbdkit-readonly-strict-off", NBDKIT, NO_IMAGE, { "-r", MEM }, { MB | SO, NTF, DISC, 0 } },
   { "nbdkit-no-disconnect", NBDKIT, NO_IMAGE, { MEM }, { MB, 0, 0, 0 } },
+  { "nbdkit-tls-allow", NBDKIT, NO_IMAGE, { MEM }, { MB, 0, DISC | TLSA, 0 } },
+  { "nbdkit-tls-require", NBDKIT, NO_IMAGE, { MEM }, { MB, 0, DISC | TLSR, 0 } },
   { "nbdkit-sparse-random", NBDKIT, NO_IMAGE,
     { "sparse-random", "size=1M", "seed=1", "percent=50", "runlength=4096" },
     { MB, 0, DISC, 0 } },
@@ -118,8 +124,10 @@ static const struct scenario scenarios[] = {
     { MB | NOSR, 0, DISC, 0 } },
   { "qemu-readonly-strict-off", QEMU_NBD, QCOW2_HOLES, { "-r", "-f", "qcow2", "@IMG" },
     { MB | SO, 0, DISC | FAIL, 0 } },
-  { "qemu-raw-slice16", QEMU_NBD, RAW_HOLES, { "-f", "raw", "@IMG" },
-    { MB, S_16, DISC, 0 } },
+  { "qemu-raw-large", QEMU_NBD, RAW_HOLES, { "-f", "raw", "@IMG" },
+    { MB, S_512, DISC | LARGE, 0 } },
+  { "qemu-raw-tls-allow", QEMU_NBD, RAW_HOLES, { "-f", "raw", "@IMG" },
+    { MB | MQ, S_16, DISC | TLSA, 0 } },
   { "qemu-wrong-name", QEMU_NBD, QCOW2_HOLES, { "-x", "disk", "-f", "qcow2", "@IMG" },
     { MB, 0, N_NONE | DISC, 0 } },
   { "qemu-opt-wrong-name", QEMU_NBD, QCOW2_HOLES, { "-x", "disk", "-f", "qcow2", "@IMG" },

@@ -63,7 +63,7 @@ struct cmd {
   uint32_t flags;
   unsigned char *alloc, *buf;   /* reads and writes: count bytes between guards */
   unsigned char *cover;         /* structured reads: the status that covered each byte */
-  unsigned fail_chunk;          /* the chunk callback fails at this chunk (0: never) */
+  unsigned fail_chunk;          /* the chunk or extent callback fails at this call (0: never) */
   int64_t cookie;               /* what the call returned */
   bool has_mcb;                 /* a chunk or extent closure was passed */
   int completions, cb_frees, mcb_frees;
@@ -401,9 +401,9 @@ cmd_complete (void *user_data, int *error)
           CHECK (c->buf[i] == 0);
       }
     }
-    if (c->fail_chunk && c->chunks >= c->fail_chunk)
-      CHECK (c->error != 0);
   }
+  if (c->fail_chunk && (c->chunks >= c->fail_chunk || c->extents >= c->fail_chunk))
+    CHECK (c->error != 0);
   if (c->kind == K_PWRITE)
     for (size_t i = 0; i < c->count; i++)
       CHECK (c->buf[i] == write_pattern (c, i));
@@ -477,6 +477,10 @@ cmd_extent (void *user_data, const char *metacontext, uint64_t offset, uint32_t 
   if (c->flags & LIBNBD_CMD_FLAG_REQ_ONE)
     CHECK (nr_entries == 2 && entries[0] <= c->count);
   c->extents++;
+  if (c->fail_chunk && c->extents == c->fail_chunk) {
+    *error = ENOMEM;
+    return -1;
+  }
   return 0;
 }
 
@@ -608,9 +612,11 @@ batches (struct fuzz_session *s)
   uint32_t df = s->can_df ? LIBNBD_CMD_FLAG_DF : 0;
   unsigned fail = (s->hdr[2] & FUZZ_H2_FAIL_CHUNK) ? 1 : 0;
 
+  /* Reads are small, so that most of a recorded stream is protocol, not
+   * payload, and mutations land where they matter. */
   issue (s, K_PREAD, at (s, 0, 512), 512, 0, 0);
   issue (s, K_PREAD_SR, at (s, 4096, 2048), 2048, 0, 0);
-  issue (s, K_BLOCK_STATUS, at (s, 0, 65536), 65536, 0, 0);
+  issue (s, K_BLOCK_STATUS, at (s, 0, 65536), 65536, 0, fail);
   issue (s, K_PREAD, 3, 1000, 0, 0);
   batch_end (s, "read");
 
@@ -622,17 +628,19 @@ batches (struct fuzz_session *s)
   issue (s, K_PWRITE, at (s, 40960, 512), 512, LIBNBD_CMD_FLAG_FUA, 0);
   batch_end (s, "write");
 
-  issue (s, K_PREAD_SR, at (s, 8192, 4096), 4096, df, 0);
+  issue (s, K_PREAD_SR, at (s, 8192, 2048), 2048, df, 0);
   issue (s, K_BLOCK_STATUS, at (s, 0, 1 << 20), 1 << 20, LIBNBD_CMD_FLAG_REQ_ONE, 0);
-  issue (s, K_PREAD_SR, at (s, 12288, 4096), 4096, 0, fail);
+  issue (s, K_PREAD_SR, at (s, 12288, 1024), 1024, 0, fail);
   issue (s, K_ZERO, at (s, 49152, 4096), 4096,
          LIBNBD_CMD_FLAG_FAST_ZERO | LIBNBD_CMD_FLAG_NO_HOLE, 0);
   batch_end (s, "reread");
 
-  /* Above 16 KiB a payload may go straight to the caller's buffer; across
-   * data and holes the reply comes in several chunks. */
-  issue (s, K_PREAD_SR, at (s, 0, 17408), 17408, 0, 0);
-  issue (s, K_PREAD_SR, at (s, 65536, 4096), 4096, 0, 0);
+  /* Across data and holes a reply comes in several chunks; above 16 KiB a
+   * payload may go straight to the caller's buffer. */
+  issue (s, K_PREAD_SR, at (s, 2048, 4096), 4096, 0, 0);
+  if (s->hdr[2] & FUZZ_H2_LARGE)
+    issue (s, K_PREAD_SR, at (s, 0, 17408), 17408, 0, 0);
+  issue (s, K_PREAD_SR, at (s, 65536, 2048), 2048, 0, 0);
   issue (s, K_PREAD, at (s, 0, 0), 0, 0, 0);
   batch_end (s, "large");
 
@@ -820,6 +828,11 @@ configure (struct fuzz_session *s)
   CHECK (nbd_set_request_block_size (h, !(h1 & FUZZ_H1_NO_BLOCK_SIZE)) == 0);
   CHECK (nbd_set_pread_initialize (h, true) == 0);
   CHECK (nbd_set_export_name (h, export_names[h2 & FUZZ_H2_NAME_MASK]) == 0);
+  if (h2 & (FUZZ_H2_TLS_ALLOW | FUZZ_H2_TLS_REQUIRE)) {
+    /* Refused in a build without GnuTLS: then the session is plaintext. */
+    if (nbd_set_tls (h, (h2 & FUZZ_H2_TLS_REQUIRE) ? LIBNBD_TLS_REQUIRE : LIBNBD_TLS_ALLOW) == 0)
+      CHECK (nbd_set_tls_certificates (h, "/nonexistent/fuzz-client-certificates") == 0);
+  }
   if (h1 & FUZZ_H1_DEBUG) {
     nbd_debug_callback dcb = { .callback = debug_message, .user_data = s, .free = debug_free };
 

@@ -48,8 +48,14 @@
 #define FUZZ_H1_NOTIFY 0x80        /* drive with nbd_aio_notify_* instead of nbd_poll */
 /* Header byte 2: low two bits, the export name index; then: */
 #define FUZZ_H2_NAME_MASK 0x03
+#define FUZZ_H2_LARGE 0x04         /* one read of 17 KiB (straight into the buffer) */
 #define FUZZ_H2_DISCONNECT 0x10    /* end with nbd_aio_disconnect */
-#define FUZZ_H2_FAIL_CHUNK 0x20    /* one structured read's chunk callback fails */
+#define FUZZ_H2_FAIL_CHUNK 0x20    /* a chunk and an extent callback fail */
+/* TLS allowed or required, with certificates from a directory that does
+ * not exist: a server that accepts STARTTLS ends the connection there (the
+ * fuzzer cannot play GnuTLS's handshake), one that refuses is handled. */
+#define FUZZ_H2_TLS_ALLOW 0x40
+#define FUZZ_H2_TLS_REQUIRE 0x80
 /* Header byte 3: every command offset moves by this many 4 KiB blocks. */
 
 struct fuzz_session;
