@@ -308,7 +308,37 @@ nbd_internal_closure_missing (const nbd_chunk_callback *chunk, const nbd_extent_
   return false;
 }
 
-/* The shape every aio command shares: enter, check flags, queue, leave, and
+int64_t
+nbd_internal_checked_command (struct nbd_handle *h, uint16_t type, uint32_t flags,
+                              uint32_t allowed, uint64_t offset, uint64_t count, void *data,
+                              nbd_completion_callback *cb, nbd_chunk_callback *chunk,
+                              nbd_extent_callback *extent)
+{
+  int64_t r = -1;
+
+  if (!nbd_internal_closure_missing (chunk, extent) && flags_ok (h, flags, allowed))
+    r = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data, cb, chunk, extent);
+  /* As libnbd (pread_initialize): a read refused before it was queued is
+   * never left unzeroed; once queued, the command zeroes what the server
+   * does not fill. */
+  if (r == -1 && type == NBD_CMD_READ && h->pread_initialize && data && count)
+    memset (data, 0, count);
+  return r;
+}
+
+void
+nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chunk,
+                            nbd_extent_callback *extent)
+{
+  if (extent)
+    FREE_CALLBACK (*extent);
+  if (chunk)
+    FREE_CALLBACK (*chunk);
+  if (cb)
+    FREE_CALLBACK (*cb);
+}
+
+/* The shape every aio command shares: enter, check and queue, leave, and
  * free whichever callbacks the core did not take. */
 static int64_t
 aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t flags,
@@ -316,24 +346,15 @@ aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fla
              nbd_completion_callback *cb, nbd_chunk_callback *chunk, nbd_extent_callback *extent)
 {
   int64_t r = -1;
-  bool sanitize = type == NBD_CMD_READ;
 
   if (nbd_internal_enter (h, name, PS_CONNECTED)) {
-    sanitize = sanitize && h->pread_initialize;
-    if (!nbd_internal_closure_missing (chunk, extent) && flags_ok (h, flags, allowed))
-      r = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data, cb, chunk,
-                                extent);
+    r = nbd_internal_checked_command (h, type, flags, allowed, offset, count, data, cb, chunk,
+                                      extent);
     LEAVE (h);
   }
-  /* As libnbd (pread_initialize): a read refused is never left unzeroed. */
-  if (r == -1 && sanitize && data && count)
-    memset (data, 0, count);
-  if (extent)
-    FREE_CALLBACK (*extent);
-  if (chunk)
-    FREE_CALLBACK (*chunk);
-  if (cb)
-    FREE_CALLBACK (*cb);
+  else if (type == NBD_CMD_READ && data && count)
+    memset (data, 0, count);    /* pread_initialize is on unless the handle says */
+  nbd_internal_free_closures (cb, chunk, extent);
   return r;
 }
 

@@ -183,23 +183,8 @@ nbd_internal_aio_connect_tcp (struct nbd_handle *h, const char *host, const char
   return tcp_try_next (h, ECONNREFUSED);
 }
 
-int
-nbd_internal_aio_connect_unix (struct nbd_handle *h, const char *path)
-{
-  struct sockaddr_un sun = { .sun_family = AF_UNIX };
-  size_t len = strlen (path);
-
-  if (len == 0 || len >= sizeof sun.sun_path) {
-    set_error (ENAMETOOLONG, "socket path length %zu is not between 1 and %zu", len,
-               sizeof sun.sun_path - 1);
-    return fail_connect (h, ENAMETOOLONG);
-  }
-  memcpy (sun.sun_path, path, len);
-  return nbd_internal_connect_sockaddr (h, (struct sockaddr *) &sun,
-                                        offsetof (struct sockaddr_un, sun_path) + len + 1);
-}
-
-/* Unix socket with an explicit length: abstract names start with NUL. */
+/* Unix socket with an explicit length: abstract names start with NUL and
+ * have no terminating NUL in the address. */
 static int
 connect_unix_n (struct nbd_handle *h, const char *path, size_t len)
 {
@@ -214,6 +199,12 @@ connect_unix_n (struct nbd_handle *h, const char *path, size_t len)
   return nbd_internal_connect_sockaddr (h, (struct sockaddr *) &sun,
                                         offsetof (struct sockaddr_un, sun_path) + len +
                                         (path[0] != '\0'));
+}
+
+int
+nbd_internal_aio_connect_unix (struct nbd_handle *h, const char *path)
+{
+  return connect_unix_n (h, path, strlen (path));
 }
 
 int

@@ -440,20 +440,29 @@ BOOL_SETTING (pread_initialize, nbd_set_pread_initialize, nbd_get_pread_initiali
 BOOL_SETTING (opt_mode, nbd_set_opt_mode, nbd_get_opt_mode, PS_CREATED)
 BOOL_SETTING (tls_verify_peer, nbd_set_tls_verify_peer, nbd_get_tls_verify_peer, PS_CREATED)
 
-EXPORT int
-nbd_set_handshake_flags (struct nbd_handle *h, uint32_t flags)
+/* The flag-mask settings: a setter refusing unknown bits, and a getter. */
+static int
+set_flags (struct nbd_handle *h, const char *name, unsigned permitted, uint32_t *field,
+           uint32_t flags, uint32_t mask)
 {
   int r = 0;
 
-  ENTER (h, "nbd_set_handshake_flags", PS_CREATED, -1);
-  if (flags & ~LIBNBD_HANDSHAKE_FLAG_MASK) {
-    set_error (EINVAL, "handshake flags 0x%" PRIx32 " include unknown bits", flags);
+  ENTER (h, name, permitted, -1);
+  if (flags & ~mask) {
+    set_error (EINVAL, "flags: invalid value for flag: 0x%" PRIx32, flags & ~mask);
     r = -1;
   }
   else
-    h->handshake_flags = flags;
+    *field = flags;
   LEAVE (h);
   return r;
+}
+
+EXPORT int
+nbd_set_handshake_flags (struct nbd_handle *h, uint32_t flags)
+{
+  return set_flags (h, "nbd_set_handshake_flags", PS_CREATED, &h->handshake_flags, flags,
+                    LIBNBD_HANDSHAKE_FLAG_MASK);
 }
 
 EXPORT uint32_t
@@ -471,17 +480,7 @@ nbd_get_handshake_flags (struct nbd_handle *h)
 EXPORT int
 nbd_set_strict_mode (struct nbd_handle *h, uint32_t flags)
 {
-  int r = 0;
-
-  ENTER (h, "nbd_set_strict_mode", PS_ANY, -1);
-  if (flags & ~LIBNBD_STRICT_MASK) {
-    set_error (EINVAL, "strict flags 0x%" PRIx32 " include unknown bits", flags);
-    r = -1;
-  }
-  else
-    h->strict = flags;
-  LEAVE (h);
-  return r;
+  return set_flags (h, "nbd_set_strict_mode", PS_ANY, &h->strict, flags, LIBNBD_STRICT_MASK);
 }
 
 EXPORT uint32_t

@@ -700,10 +700,27 @@ reply_go (struct nbd_handle *h, uint32_t type, uint32_t len)
                         : option_error_name (type), text);
 }
 
+/* The end of a listing option (LIST, LIST_META_CONTEXT): ACK, or an error
+ * the user sees, either way back to negotiating. */
+static int
+list_end (struct nbd_handle *h, uint32_t type, uint32_t len)
+{
+  char text[NBD_MAX_STRING + 1];
+
+  if (type == NBD_REP_ACK) {
+    enter_negotiating (h);
+    nbd_internal_opt_complete (h, 0, NULL);
+    return 0;
+  }
+  if (!NBD_REP_IS_ERR (type))
+    return bad_reply_type (h);
+  server_text (h->opt_payload, len, text, sizeof text);
+  return option_failed (h, option_error_to_errno (type), option_error_name (type), text);
+}
+
 static int
 reply_list (struct nbd_handle *h, uint32_t type, uint32_t len)
 {
-  char text[NBD_MAX_STRING + 1];
 
   if (type == NBD_REP_SERVER) {
     uint32_t namelen;
@@ -725,22 +742,12 @@ reply_list (struct nbd_handle *h, uint32_t type, uint32_t len)
       h->opt.list.callback (h->opt.list.user_data, name, desc);
     return more_replies (h);
   }
-  if (type == NBD_REP_ACK) {
-    enter_negotiating (h);
-    nbd_internal_opt_complete (h, 0, NULL);
-    return 0;
-  }
-  if (!NBD_REP_IS_ERR (type))
-    return bad_reply_type (h);
-  server_text (h->opt_payload, len, text, sizeof text);
-  return option_failed (h, option_error_to_errno (type),
-                        option_error_name (type), text);
+  return list_end (h, type, len);
 }
 
 static int
 reply_list_meta (struct nbd_handle *h, uint32_t type, uint32_t len)
 {
-  char text[NBD_MAX_STRING + 1];
 
   if (type == NBD_REP_META_CONTEXT) {
     uint32_t id;
@@ -752,16 +759,7 @@ reply_list_meta (struct nbd_handle *h, uint32_t type, uint32_t len)
       h->opt.context.callback (h->opt.context.user_data, name);
     return more_replies (h);
   }
-  if (type == NBD_REP_ACK) {
-    enter_negotiating (h);
-    nbd_internal_opt_complete (h, 0, NULL);
-    return 0;
-  }
-  if (!NBD_REP_IS_ERR (type))
-    return bad_reply_type (h);
-  server_text (h->opt_payload, len, text, sizeof text);
-  return option_failed (h, option_error_to_errno (type),
-                        option_error_name (type), text);
+  return list_end (h, type, len);
 }
 
 static int

@@ -324,6 +324,14 @@ int64_t nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flag
                               nbd_completion_callback *cb, nbd_chunk_callback *chunk,
                               nbd_extent_callback *extent);
 int nbd_internal_flush_out (struct nbd_handle *h);
+/* The checks every command call shares (closures, flags), then queue it;
+ * a read refused here is zeroed (pread_initialize).  aio.c. */
+int64_t nbd_internal_checked_command (struct nbd_handle *h, uint16_t type, uint32_t flags,
+                                      uint32_t allowed, uint64_t offset, uint64_t count,
+                                      void *data, nbd_completion_callback *cb,
+                                      nbd_chunk_callback *chunk, nbd_extent_callback *extent);
+void nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chunk,
+                                 nbd_extent_callback *extent);
 struct command *nbd_internal_lookup (struct nbd_handle *h, uint64_t wire_cookie);
 void nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd);
 void nbd_internal_release_command (struct nbd_handle *h, struct command *cmd);

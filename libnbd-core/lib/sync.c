@@ -81,42 +81,23 @@ nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie)
   return nbd_internal_aio_command_completed (h, cookie) == 1 ? 0 : -1;
 }
 
-/* Messages of a failed command keep the transport's context: strip the
- * "nbd_x: " that set_error adds again by passing the text through. */
-
+/* The sync form of aio.c's aio_command: the same checks, then the wait. */
 static int
 sync_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t flags,
               uint32_t allowed, uint64_t offset, uint64_t count, void *data,
               nbd_chunk_callback *chunk, nbd_extent_callback *extent)
 {
   int r = -1;
-  bool sanitize = type == NBD_CMD_READ; /* until a command owns the buffer */
 
   if (nbd_internal_enter (h, name, PS_CONNECTED)) {
-    uint32_t bad = (h->strict & LIBNBD_STRICT_FLAGS) ? flags & ~allowed
-                   : flags & ~UINT32_C (0xffff);
-    sanitize = sanitize && h->pread_initialize;
-    if (nbd_internal_closure_missing (chunk, extent))
-      r = -1;
-    else if (bad)
-      set_error (EINVAL, "flags: invalid value for flag: 0x%" PRIx32, bad);
-    else {
-      int64_t cookie = nbd_internal_command (h, type, (uint16_t) flags, offset, count, data,
-                                             NULL, chunk, extent);
-      if (cookie >= 0)
-        sanitize = false;       /* the command zeroes what the server did not fill */
-      r = nbd_internal_wait_command (h, cookie);
-    }
+    r = nbd_internal_wait_command (h, nbd_internal_checked_command (h, type, flags, allowed,
+                                                                    offset, count, data, NULL,
+                                                                    chunk, extent));
     LEAVE (h);
   }
-  /* As libnbd (pread_initialize): a read refused before it was queued
-   * still leaves the buffer zeroed. */
-  if (r == -1 && sanitize && data && count)
-    memset (data, 0, count);
-  if (chunk)
-    FREE_CALLBACK (*chunk);
-  if (extent)
-    FREE_CALLBACK (*extent);
+  else if (type == NBD_CMD_READ && data && count)
+    memset (data, 0, count);    /* pread_initialize is on unless the handle says */
+  nbd_internal_free_closures (NULL, chunk, extent);
   return r;
 }
 
