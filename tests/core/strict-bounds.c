@@ -19,30 +19,11 @@
 
 #include "servers.h"
 #include "tap.h"
+#include "strict-common.h"
 
 #define SIZE (1024 * 1024)
 
 static char buf[8192];
-
-static bool
-prefix_is (const char *name)
-{
-  const char *e = nbd_get_error ();
-  size_t n = strlen (name);
-
-  return e && strncmp (e, name, n) == 0 && e[n] == ':';
-}
-
-static int
-extent_cb (void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
-           size_t nr_entries, int *error)
-{
-  (void) user_data; (void) metacontext; (void) offset; (void) entries; (void) nr_entries;
-  (void) error;
-  return 0;
-}
-
-#define EXTENT ((nbd_extent_callback) { .callback = extent_cb })
 
 enum op { PREAD, PWRITE, TRIM, ZERO, CACHE, BLOCK_STATUS, NR_OPS };
 static const char *const sync_name[] = {
@@ -84,16 +65,6 @@ aio_op (struct nbd_handle *h, enum op op, uint64_t count, uint64_t off)
 }
 
 /* Wait for @cookie; returns nbd_aio_command_completed's final answer. */
-static int
-wait_for (struct nbd_handle *h, int64_t cookie)
-{
-  int r;
-
-  while ((r = nbd_aio_command_completed (h, cookie)) == 0)
-    if (nbd_poll (h, 5000) != 1)
-      return -2;
-  return r;
-}
 
 static struct nbd_handle *
 connect_with_strict (const char *uri, uint32_t strict)

@@ -20,6 +20,7 @@
 
 #include "servers.h"
 #include "tap.h"
+#include "strict-common.h"
 
 #define FUA LIBNBD_CMD_FLAG_FUA
 #define NO_HOLE LIBNBD_CMD_FLAG_NO_HOLE
@@ -43,24 +44,6 @@ static const uint32_t probes[] = { FUA, NO_HOLE, DF, REQ_ONE, FAST, 0x20, 0x8000
 
 static char buf[4096];
 
-static bool
-prefix_is (const char *name)
-{
-  const char *e = nbd_get_error ();
-  size_t n = strlen (name);
-
-  return e && strncmp (e, name, n) == 0 && e[n] == ':';
-}
-
-static int
-extent_cb (void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
-           size_t nr_entries, int *error)
-{
-  (void) user_data; (void) metacontext; (void) offset; (void) entries; (void) nr_entries;
-  (void) error;
-  return 0;
-}
-
 static int
 chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, unsigned status,
           int *error)
@@ -69,7 +52,6 @@ chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, un
   return 0;
 }
 
-#define EXTENT ((nbd_extent_callback) { .callback = extent_cb })
 #define CHUNK ((nbd_chunk_callback) { .callback = chunk_cb })
 
 static int
@@ -101,17 +83,6 @@ aio_op (struct nbd_handle *h, enum op op, uint32_t flags)
   case CACHE: return nbd_aio_cache (h, 4096, 0, NBD_NULL_COMPLETION, flags);
   default: return nbd_aio_block_status (h, 4096, 0, EXTENT, NBD_NULL_COMPLETION, flags);
   }
-}
-
-static int
-wait_for (struct nbd_handle *h, int64_t cookie)
-{
-  int r;
-
-  while ((r = nbd_aio_command_completed (h, cookie)) == 0)
-    if (nbd_poll (h, 5000) != 1)
-      return -2;
-  return r;
 }
 
 static struct nbd_handle *

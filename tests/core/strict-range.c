@@ -19,20 +19,12 @@
 
 #include "servers.h"
 #include "tap.h"
+#include "strict-common.h"
 
 #define K UINT64_C (1024)
 #define M (K * K)
 #define G (K * M)
 #define MAX_REQ (64 * M)
-
-static bool
-prefix_is (const char *name)
-{
-  const char *e = nbd_get_error ();
-  size_t n = strlen (name);
-
-  return e && strncmp (e, name, n) == 0 && e[n] == ':';
-}
 
 static int
 chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, unsigned status,
@@ -40,26 +32,6 @@ chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, un
 {
   (void) user_data; (void) subbuf; (void) count; (void) offset; (void) status; (void) error;
   return 0;
-}
-
-static int
-extent_cb (void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
-           size_t nr_entries, int *error)
-{
-  (void) user_data; (void) metacontext; (void) offset; (void) entries; (void) nr_entries;
-  (void) error;
-  return 0;
-}
-
-static int
-wait_for (struct nbd_handle *h, int64_t cookie)
-{
-  int r;
-
-  while ((r = nbd_aio_command_completed (h, cookie)) == 0)
-    if (nbd_poll (h, 5000) != 1)
-      return -2;
-  return r;
 }
 
 static void

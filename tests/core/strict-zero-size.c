@@ -19,26 +19,9 @@
 
 #include "servers.h"
 #include "tap.h"
+#include "strict-common.h"
 
 static char buf[4096];
-
-static bool
-prefix_is (const char *name)
-{
-  const char *e = nbd_get_error ();
-  size_t n = strlen (name);
-
-  return e && strncmp (e, name, n) == 0 && e[n] == ':';
-}
-
-static int
-extent_cb (void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries,
-           size_t nr_entries, int *error)
-{
-  (void) user_data; (void) metacontext; (void) offset; (void) entries; (void) nr_entries;
-  (void) error;
-  return 0;
-}
 
 struct chunks {
   unsigned n;
@@ -58,8 +41,6 @@ chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, un
   c->status = status;
   return 0;
 }
-
-#define EXTENT ((nbd_extent_callback) { .callback = extent_cb })
 
 enum op { PREAD, PREAD_STRUCTURED, PWRITE, TRIM, ZERO, CACHE, BLOCK_STATUS, NR_OPS };
 static const char *const sync_name[] = {
@@ -108,17 +89,6 @@ aio_op (struct nbd_handle *h, enum op op, uint64_t count)
   case CACHE: return nbd_aio_cache (h, count, 0, NBD_NULL_COMPLETION, 0);
   default: return nbd_aio_block_status (h, count, 0, EXTENT, NBD_NULL_COMPLETION, 0);
   }
-}
-
-static int
-wait_for (struct nbd_handle *h, int64_t cookie)
-{
-  int r;
-
-  while ((r = nbd_aio_command_completed (h, cookie)) == 0)
-    if (nbd_poll (h, 5000) != 1)
-      return -2;
-  return r;
 }
 
 static struct nbd_handle *
