@@ -17,7 +17,9 @@
  * before the request is covered (EIO: the covered parts hold the data, the
  * rest is zeroed), error chunks (EIO), an error offset outside the request.
  * In every case the buffer, filled with 0xaa first, holds no 0xaa
- * afterwards.
+ * afterwards.  The edges are exact: a data chunk at offset + 1 of the
+ * request's length and a hole from the middle to one byte past the end are
+ * both outside.
  */
 #include <errno.h>
 #include <libnbd.h>
@@ -160,6 +162,8 @@ static const struct scenario scenarios[] = {
   { "read-chunk-offset-near-2^64", read_kills, EPROTO, "data chunk outside the read request" },
   { "read-hole-near-2^64", read_kills, EPROTO, "hole chunk outside the read request" },
   { "read-hole-zero-size", read_kills, EPROTO, "hole chunk of size 0" },
+  { "read-chunk-one-past-end", read_kills, EPROTO, "data chunk outside the read request" },
+  { "read-hole-past-end", read_kills, EPROTO, "hole chunk outside the read request" },
   { "read-hole-without-sr", read_kills, EPROTO,
     "structured reply, but structured replies were not negotiated", NO_SR },
   { "read-error-message-too-long", read_kills, EPROTO,

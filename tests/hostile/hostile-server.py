@@ -766,6 +766,20 @@ def _(c, req):
     c.hole_chunk(req.cookie, 0xFFFFFFFFFFFFFF00, 0x200, REPLY_FLAG_DONE)
 
 
+# One byte past the end: a data chunk at offset + 1 of the request's length,
+# and a hole that starts inside the request and ends one byte past it.
+@read_fault("read-chunk-one-past-end")
+def _(c, req):
+    c.data_chunk(req.cookie, req.offset + 1, pattern(req.offset + 1, req.length),
+                 REPLY_FLAG_DONE)
+
+
+@read_fault("read-hole-past-end")
+def _(c, req):
+    half = req.length // 2
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half + 1, REPLY_FLAG_DONE)
+
+
 @read_fault("read-hole-zero-size")
 def _(c, req):
     c.hole_chunk(req.cookie, req.offset, 0, REPLY_FLAG_DONE)
