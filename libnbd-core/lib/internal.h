@@ -74,9 +74,11 @@ enum public_state {
  * so it cannot complete (and free the caller to reuse the buffer) yet. */
 enum cmd_state { CMD_FREE, CMD_QUEUED, CMD_IN_FLIGHT, CMD_PINNED, CMD_DONE };
 
-/* A byte range already filled by a structured read reply. */
+/* A byte range already filled by a structured read reply, relative to the
+ * command's offset: a read may reach 2^64 (LIBNBD_STRICT_BOUNDS off), where
+ * absolute ends would wrap; relative ones never pass the 32-bit count. */
 struct range {
-  uint64_t start, end;
+  uint32_t start, end;
 };
 
 struct command {
@@ -98,7 +100,7 @@ struct command {
   const char *why;              /* what went wrong, for the error message */
   bool initialize;              /* zero what the server did not fill, at the end */
   uint64_t data_seen;           /* bytes of a read filled so far */
-  uint64_t fill_end;            /* chunks ending here or below arrived in order */
+  uint32_t fill_end;            /* [0, fill_end) of a read arrived in order */
   struct range *ranges;         /* out-of-order chunks (rare), sorted */
   size_t nr_ranges, cap_ranges;
   uint64_t borrow_end;          /* zero-copy writer: lent bytes up to this payload's end */
@@ -342,6 +344,7 @@ void nbd_internal_abandon_unsent (struct nbd_handle *h);
 
 int nbd_internal_recv_replies (struct nbd_handle *h);
 void nbd_internal_reset_reply (struct nbd_handle *h);
+void nbd_internal_zero_unfilled (struct command *cmd);
 
 /* ---- aio.c / poll.c / sync.c ------------------------------------------ */
 

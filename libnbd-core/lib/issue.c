@@ -237,7 +237,7 @@ nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint6
   cmd->why = NULL;
   cmd->data_seen = 0;
   cmd->borrow_end = 0;
-  cmd->fill_end = offset;
+  cmd->fill_end = 0;
   cmd->nr_ranges = 0;
   cmd->initialize = type == NBD_CMD_READ && h->pread_initialize;
   cmd->cb.callback = NULL;
@@ -448,31 +448,6 @@ nbd_internal_flush_out (struct nbd_handle *h)
 
 /* ---- Completion ------------------------------------------------------- */
 
-/* Zero what the server did not fill, so a buffer never shows old memory. */
-static void
-zero_unfilled (struct command *cmd)
-{
-  uint64_t pos = cmd->fill_end, end = cmd->offset + cmd->count;
-  /* Index from the buffer, never (data - offset): for large offsets that
-   * pointer lies outside the address space. */
-  char *buf = cmd->data;
-
-  if (cmd->data_seen == cmd->count && !cmd->error)
-    return;
-  if (pos == cmd->offset && cmd->nr_ranges == 0) {
-    memset (cmd->data, 0, cmd->count);
-    return;
-  }
-  for (size_t i = 0; i < cmd->nr_ranges; i++) {
-    if (cmd->ranges[i].start > pos)
-      memset (buf + (pos - cmd->offset), 0, cmd->ranges[i].start - pos);
-    if (cmd->ranges[i].end > pos)
-      pos = cmd->ranges[i].end;
-  }
-  if (pos < end)
-    memset (buf + (pos - cmd->offset), 0, end - pos);
-}
-
 void
 nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd)
 {
@@ -484,7 +459,7 @@ nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd)
       cmd->why = "server sent a short read: the reply did not cover the whole request";
     }
     if (cmd->initialize)
-      zero_unfilled (cmd);
+      nbd_internal_zero_unfilled (cmd);
   }
   h->in_flight--;
   cmd->state = CMD_DONE;

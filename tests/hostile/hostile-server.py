@@ -94,6 +94,12 @@ _CYCLE = bytes(1 + i for i in range(127))
 
 
 def pattern(offset, length):
+    """The export's bytes from @offset, where offsets wrap at 2^64 as the
+    client's 64-bit ones do (for reads whose range reaches 2^64)."""
+    offset %= 1 << 64
+    if offset + length > 1 << 64:
+        head = (1 << 64) - offset
+        return pattern(offset, head) + pattern(0, length - head)
     start = offset % 127
     reps = (start + length) // 127 + 1
     return (_CYCLE * reps)[start:start + length]
@@ -778,6 +784,62 @@ def _(c, req):
 def _(c, req):
     half = req.length // 2
     c.hole_chunk(req.cookie, req.offset + half, req.length - half + 1, REPLY_FLAG_DONE)
+
+
+# -- Reads whose range reaches 2^64 (sent with LIBNBD_STRICT_BOUNDS off): the
+# ends of the chunks, offset + length, lie past 2^64.  Chunks that overlap
+# there must still be seen to overlap.
+WRAP_OVERLAP_OFFSET = 0xFFFFFFFFFFFFFF9C    # 100 bytes below 2^64
+WRAP_END_OFFSET = 0xFFFFFFFFFFFFF000        # the request ends at 2^64 exactly
+
+
+def read_at(offset):
+    """The fault applies to a read at @offset only."""
+    def wrap(fn):
+        def fault(c, req):
+            if req.type != CMD_READ or req.offset != offset:
+                raise Misbehaved(f"expected a read at 0x{offset:x}, got {req!r}")
+            fn(c, req)
+        return fault
+    return wrap
+
+
+# [0, 200) reaches past 2^64; [10, 30) lies inside it.
+@read_fault("read-wrap-overlap", fatal=False)
+@read_at(WRAP_OVERLAP_OFFSET)
+def _(c, req):
+    fill(c, req, 0, 200)
+    fill(c, req, 10, 30)
+    c.done_chunk(req.cookie)
+
+
+# The upper half, which ends at 2^64, twice: the lower half is never sent.
+@read_fault("read-wrap-data-twice", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    fill(c, req, half, req.length)
+    fill(c, req, half, req.length)
+    c.done_chunk(req.cookie)
+
+
+@read_fault("read-wrap-hole-twice", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half)
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half)
+    c.done_chunk(req.cookie)
+
+
+# The control: the two halves, upper first, read correctly.
+@read_fault("read-wrap-reverse", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    fill(c, req, half, req.length)
+    fill(c, req, 0, half)
+    c.done_chunk(req.cookie)
 
 
 @read_fault("read-hole-zero-size")
