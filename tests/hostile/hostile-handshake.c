@@ -5,9 +5,12 @@
  * the wrong magic, for another option, longer than the client's limit or
  * of the wrong type, an ACK with a payload, NBD_INFO payloads of the wrong
  * length, names with a NUL or too long, GO acknowledged without an export,
- * short or duplicate meta context replies and contradictory block sizes
- * must each fail nbd_connect_unix with EPROTO and a message naming the
- * fault, and leave a dead handle that refuses further calls (EINVAL).  A
+ * short or duplicate meta context replies, a flood of 100 000 meta
+ * contexts (never asked for, or the one asked for again and again under
+ * fresh ids: the first such reply is refused, nothing piles up) and
+ * contradictory block sizes must each fail nbd_connect_unix with EPROTO and
+ * a message naming the fault, and leave a dead handle that refuses further
+ * calls (EINVAL).  A
  * GO error's text reaches the message with control characters replaced.
  * An export size above INT64_MAX connects but nbd_get_size says EOVERFLOW
  * and the handle works.  NBD_OPT_GO refused with ERR_UNSUP falls back to
@@ -18,7 +21,9 @@
  * hangs up (ECONNRESET) fails the connect, and one that goes silent leaves
  * a handle nbd_close ends.  In option mode, NBD_REP_SERVER entries whose
  * name length exceeds the reply fail nbd_opt_list after the good entries,
- * while the longest legal entry (4096-byte name and description) passes; a
+ * while the longest legal entry (4096-byte name and description) passes, and
+ * a 100 000-entry NBD_OPT_LIST_META_CONTEXT reaches the callback whole (a
+ * listing stores nothing, so it has no limit); a
  * server dying in NBD_OPT_GO fails nbd_opt_go (CVE-2021-20286).  The server
  * checks each time that the client then hung up (or carried on) as it
  * should.
@@ -291,6 +296,59 @@ list_longest_entry (const struct scenario *sc)
   hostile_end (&s);
 }
 
+/* What hostile-server.py's list-meta-flood sends. */
+#define LIST_META_FLOOD 100000
+
+struct contexts {
+  int calls, in_order, frees;
+};
+
+static int
+context_cb (void *opaque, const char *name)
+{
+  struct contexts *c = opaque;
+  char want[32];
+
+  snprintf (want, sizeof want, "x-list:%d", c->calls++);
+  if (strcmp (name, want) == 0)
+    c->in_order++;
+  return 0;
+}
+
+static void
+context_free (void *opaque)
+{
+  struct contexts *c = opaque;
+
+  c->frees++;
+}
+
+/* A listing of 100 000 contexts: every one reaches the callback, and the
+ * handle goes on negotiating. */
+static void
+list_meta_flood (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = connect_opt_mode (&s, sc->name);
+  struct contexts c = { 0 };
+  int r;
+
+  r = nbd_opt_list_meta_context (h, (nbd_context_callback) { .callback = context_cb,
+                                                             .user_data = &c,
+                                                             .free = context_free });
+  if (!is_int (r, LIST_META_FLOOD, "%s: nbd_opt_list_meta_context counts every context",
+               sc->name))
+    diag ("error: %s", nbd_get_error ());
+  is_int (c.calls, LIST_META_FLOOD, "%s: the callback saw each", sc->name);
+  is_int (c.in_order, LIST_META_FLOOD, "%s: by its name, in order", sc->name);
+  is_int (c.frees, 1, "%s: the context closure was freed once", sc->name);
+  ok (nbd_aio_is_negotiating (h) == 1, "%s: still negotiating", sc->name);
+  if (!ok (nbd_opt_abort (h) == 0, "%s: nbd_opt_abort", sc->name))
+    diag ("error: %s", nbd_get_error ());
+  nbd_close (h);
+  hostile_end (&s);
+}
+
 /* CVE-2021-20286: the server dies in the middle of NBD_OPT_GO. */
 static void
 opt_go_server_dies (const struct scenario *sc)
@@ -322,6 +380,10 @@ static const struct scenario scenarios[] = {
   { "meta-context-duplicate-id", connect_fails, EPROTO, "two meta contexts one id", NEEDS_META },
   { "meta-context-short", connect_fails, EPROTO, "meta context reply has an invalid length",
     NEEDS_META },
+  { "meta-context-flood-unrequested", connect_fails, EPROTO,
+    "server selected meta context x-flood:0, which was not asked for", NEEDS_META },
+  { "meta-context-flood-duplicate", connect_fails, EPROTO,
+    "server selected meta context base:allocation twice", NEEDS_META },
   { "sr-ack-with-payload", connect_fails, EPROTO,
     "ACK to NBD_OPT_STRUCTURED_REPLY has a payload" },
   { "info-name-with-nul", connect_fails, EPROTO, "export name or description holds a NUL" },
@@ -352,6 +414,7 @@ static const struct scenario scenarios[] = {
   { "list-name-length-wraps", list_bad_name_length, EPROTO,
     "NBD_REP_SERVER name length is invalid" },
   { "list-longest-entry", list_longest_entry },
+  { "list-meta-flood", list_meta_flood },
   { "opt-go-server-dies", opt_go_server_dies, ECONNRESET, "server closed the connection" },
 };
 

@@ -312,7 +312,8 @@ def answer_option(c, opt, data, sr=True, size=SIZE, eflags=EFLAGS, block=BLOCK_S
         if opt == OPT_SET_META_CONTEXT:
             c.meta = {}
         for q in queries:
-            if q in (META_NAME, "base:"):
+            # As nbdkit and qemu-nbd: "base:" lists the namespace, but selects nothing.
+            if q == META_NAME or (q == "base:" and opt == OPT_LIST_META_CONTEXT):
                 ctx_id = META_ID if opt == OPT_SET_META_CONTEXT else 0
                 c.reply(opt, REP_META_CONTEXT, struct.pack(">I", ctx_id) + META_NAME.encode())
                 if opt == OPT_SET_META_CONTEXT:
@@ -536,6 +537,33 @@ add_option_fault("info-description-too-long", OPT_GO,
                  lambda c, d: (c.info_export(OPT_GO),
                                c.reply(OPT_GO, REP_INFO, struct.pack(">H", INFO_DESCRIPTION) +
                                        b"x" * 4097)))
+
+
+# SET_META_CONTEXT floods, to a client that asked for base:allocation
+# alone: FLOOD contexts it never asked for, or base:allocation again and
+# again under fresh ids, then the ACK.  The client must refuse the first
+# one and hang up, not store them all; hanging up in the middle of the
+# flood is what it should do.
+FLOOD = 100000
+
+
+def meta_flood(first, names):
+    def fault(c, data):
+        out = [struct.pack(">QIII", REP_MAGIC, OPT_SET_META_CONTEXT, REP_META_CONTEXT,
+                           4 + len(name)) + struct.pack(">I", ctx_id) + name
+               for ctx_id, name in enumerate(first + names, start=META_ID)]
+        out.append(struct.pack(">QIII", REP_MAGIC, OPT_SET_META_CONTEXT, REP_ACK, 0))
+        try:
+            c.send(b"".join(out))
+        except ClientGone:
+            finish()
+    return fault
+
+
+add_option_fault("meta-context-flood-unrequested", OPT_SET_META_CONTEXT,
+                 meta_flood([], [b"x-flood:%d" % i for i in range(FLOOD)]))
+add_option_fault("meta-context-flood-duplicate", OPT_SET_META_CONTEXT,
+                 meta_flood([META_NAME.encode()], [META_NAME.encode()] * FLOOD))
 add_option_fault("meta-context-short", OPT_SET_META_CONTEXT,
                  lambda c, d: c.reply(OPT_SET_META_CONTEXT, REP_META_CONTEXT,
                                       struct.pack(">I", 1)))
@@ -633,6 +661,21 @@ def _(c):
             return False
         c.reply(OPT_LIST, REP_SERVER, struct.pack(">I", 4096) + b"n" * 4096 + b"d" * 4096)
         c.ack(OPT_LIST)
+        return True
+    negotiate(c, hook)
+
+
+# NBD_OPT_LIST_META_CONTEXT answered with FLOOD contexts: a listing stores
+# nothing, so the client passes each to the caller's callback and goes on.
+@scenario("list-meta-flood")
+def _(c):
+    def hook(c, opt, data):
+        if opt != OPT_LIST_META_CONTEXT:
+            return False
+        c.send(b"".join(struct.pack(">QIII", REP_MAGIC, opt, REP_META_CONTEXT, 4 + len(name)) +
+                        struct.pack(">I", 0) + name
+                        for name in (b"x-list:%d" % i for i in range(FLOOD))))
+        c.ack(opt)
         return True
     negotiate(c, hook)
 
