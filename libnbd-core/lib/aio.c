@@ -338,6 +338,20 @@ nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chu
     FREE_CALLBACK (*cb);
 }
 
+/* ENTER for every command call, aio and sync: connected, and a read or a
+ * write needs its buffer.  (libnbd 1.14 zeroes a read's buffer before this
+ * check when pread_initialize is on, and crashes on NULL; here it is EFAULT
+ * either way.) */
+bool
+nbd_internal_enter_command (struct nbd_handle *h, const char *name, uint16_t type,
+                            const void *buf)
+{
+  const struct nonnull_arg arg = NONNULL (buf);
+
+  return nbd_internal_enter_args (h, name, PS_CONNECTED, &arg,
+                                  type == NBD_CMD_READ || type == NBD_CMD_WRITE);
+}
+
 /* The shape every aio command shares: enter, check and queue, leave, and
  * free whichever callbacks the core did not take. */
 static int64_t
@@ -347,7 +361,7 @@ aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fla
 {
   int64_t r = -1;
 
-  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+  if (nbd_internal_enter_command (h, name, type, data)) {
     r = nbd_internal_checked_command (h, type, flags, allowed, offset, count, data, cb, chunk,
                                       extent);
     LEAVE (h);
