@@ -187,6 +187,7 @@ struct nbd_handle {
   bool disc_sent;               /* NBD_CMD_DISC handed to the socket */
   bool disc_queued;
   bool shut_wr_done;
+  bool write_absorbed;          /* nbd_aio_notify_read sent what a POLLOUT was for */
 
   /* The concurrent writer (writer.c). */
   nbd_writer_cb writer;         /* also set (to a marker) for the zero-copy writer */
