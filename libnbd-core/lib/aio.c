@@ -120,32 +120,40 @@ nbd_internal_notify_write (struct nbd_handle *h)
   }
 }
 
-/* As in libnbd, an event is an error where the state machine has no
- * socket to act on. */
+/* As libnbd: an event the state machine is not waiting for, one not in
+ * nbd_aio_get_direction, is EINVAL in every state (notify_write in READY
+ * with nothing to send, notify_read while the handshake has bytes to send,
+ * either with no socket).  Event numbers as libnbd's: 0 read, 1 write. */
 static bool
-event_valid (struct nbd_handle *h, int event)
+event_valid (struct nbd_handle *h, int event, unsigned direction)
 {
-  switch (h->state) {
-  case ST_CREATED:
-  case ST_NEGOTIATING:
-  case ST_DEAD:
-  case ST_CLOSED:
-    set_error (EINVAL, "external event %d is invalid in state %s", event,
-               nbd_internal_state_name (h));
-    return false;
-  default:
+  if (nbd_internal_direction (h) & direction)
     return true;
-  }
+  set_error (EINVAL, "external event %d is invalid in state %s", event,
+             nbd_internal_state_name (h));
+  return false;
 }
 
+/* Unlike libnbd, which sends each request as it is queued, the core's
+ * direction asks to write whenever requests wait to go out together, and
+ * notify_read sends them after reading replies.  So a loop that got POLLIN
+ * and POLLOUT from one poll and calls notify_read, then notify_write (as
+ * libnbd programs do, though its manual advises notify_read alone), often
+ * finds the write already done: that one notify_write succeeds. */
 EXPORT int
 nbd_aio_notify_read (struct nbd_handle *h)
 {
   int r = -1;
 
   ENTER (h, "nbd_aio_notify_read", PS_ANY, -1);
-  if (event_valid (h, 0))
+  h->write_absorbed = false;
+  if (event_valid (h, 0, LIBNBD_AIO_DIRECTION_READ)) {
+    bool wanted_write = nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE;
+
     r = nbd_internal_notify_read (h);
+    h->write_absorbed = wanted_write && h->state == ST_READY &&
+                        !(nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE);
+  }
   LEAVE (h);
   return r;
 }
@@ -154,9 +162,14 @@ EXPORT int
 nbd_aio_notify_write (struct nbd_handle *h)
 {
   int r = -1;
+  bool absorbed;
 
   ENTER (h, "nbd_aio_notify_write", PS_ANY, -1);
-  if (event_valid (h, 1))
+  absorbed = h->write_absorbed && h->state == ST_READY;
+  h->write_absorbed = false;
+  if (absorbed && !(nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE))
+    r = 0;
+  else if (event_valid (h, 1, LIBNBD_AIO_DIRECTION_WRITE))
     r = nbd_internal_notify_write (h);
   LEAVE (h);
   return r;
@@ -338,6 +351,20 @@ nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chu
     FREE_CALLBACK (*cb);
 }
 
+/* ENTER for every command call, aio and sync: connected, and a read or a
+ * write needs its buffer.  (libnbd 1.14 zeroes a read's buffer before this
+ * check when pread_initialize is on, and crashes on NULL; here it is EFAULT
+ * either way.) */
+bool
+nbd_internal_enter_command (struct nbd_handle *h, const char *name, uint16_t type,
+                            const void *buf)
+{
+  const struct nonnull_arg arg = NONNULL (buf);
+
+  return nbd_internal_enter_args (h, name, PS_CONNECTED, &arg,
+                                  type == NBD_CMD_READ || type == NBD_CMD_WRITE);
+}
+
 /* The shape every aio command shares: enter, check and queue, leave, and
  * free whichever callbacks the core did not take. */
 static int64_t
@@ -347,7 +374,7 @@ aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fla
 {
   int64_t r = -1;
 
-  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+  if (nbd_internal_enter_command (h, name, type, data)) {
     r = nbd_internal_checked_command (h, type, flags, allowed, offset, count, data, cb, chunk,
                                       extent);
     LEAVE (h);

@@ -341,12 +341,13 @@ out:
 /* ---- Public calls ----------------------------------------------------- */
 
 /* Each connect has an aio form and a sync form that waits for the
- * handshake (or, in opt mode, for negotiation to begin). */
-#define CONNECT_PAIR(syncname, aioname, params, args)                    \
+ * handshake (or, in opt mode, for negotiation to begin).  The trailing
+ * arguments are NONNULL (param) for each pointer parameter. */
+#define CONNECT_PAIR(syncname, aioname, params, args, ...)               \
   EXPORT int aioname params                                              \
   {                                                                      \
     int r;                                                               \
-    ENTER (h, #aioname, PS_CREATED, -1);                                 \
+    ENTER_ARGS (h, #aioname, PS_CREATED, -1, __VA_ARGS__);               \
     r = IMPL args;                                                       \
     LEAVE (h);                                                           \
     return r;                                                            \
@@ -354,7 +355,7 @@ out:
   EXPORT int syncname params                                             \
   {                                                                      \
     int r;                                                               \
-    ENTER (h, #syncname, PS_CREATED, -1);                                \
+    ENTER_ARGS (h, #syncname, PS_CREATED, -1, __VA_ARGS__);              \
     r = IMPL args;                                                       \
     if (r == 0)                                                          \
       r = nbd_internal_wait_connected (h);                               \
@@ -364,7 +365,7 @@ out:
 
 #define IMPL nbd_internal_aio_connect_uri
 CONNECT_PAIR (nbd_connect_uri, nbd_aio_connect_uri, (struct nbd_handle *h, const char *uri),
-              (h, uri))
+              (h, uri), NONNULL (uri))
 #undef IMPL
 
 static int
@@ -383,13 +384,14 @@ connect_unix_impl (struct nbd_handle *h, const char *path)
 }
 #define IMPL connect_unix_impl
 CONNECT_PAIR (nbd_connect_unix, nbd_aio_connect_unix,
-              (struct nbd_handle *h, const char *unixsocket), (h, unixsocket))
+              (struct nbd_handle *h, const char *unixsocket), (h, unixsocket),
+              NONNULL (unixsocket))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_tcp
 CONNECT_PAIR (nbd_connect_tcp, nbd_aio_connect_tcp,
               (struct nbd_handle *h, const char *hostname, const char *port),
-              (h, hostname, port))
+              (h, hostname, port), NONNULL (hostname), NONNULL (port))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_vsock
@@ -417,12 +419,12 @@ CONNECT_PAIR (nbd_connect_socket, nbd_aio_connect_socket, (struct nbd_handle *h,
 
 #define IMPL nbd_internal_aio_connect_command
 CONNECT_PAIR (nbd_connect_command, nbd_aio_connect_command, (struct nbd_handle *h, char **argv),
-              (h, argv))
+              (h, argv), NONNULL (argv))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_sa
 CONNECT_PAIR (nbd_connect_systemd_socket_activation, nbd_aio_connect_systemd_socket_activation,
-              (struct nbd_handle *h, char **argv), (h, argv))
+              (struct nbd_handle *h, char **argv), (h, argv), NONNULL (argv))
 #undef IMPL
 
 EXPORT int
@@ -430,7 +432,7 @@ nbd_aio_connect (struct nbd_handle *h, const struct sockaddr *addr, socklen_t ad
 {
   int r;
 
-  ENTER (h, "nbd_aio_connect", PS_CREATED, -1);
+  ENTER_ARGS (h, "nbd_aio_connect", PS_CREATED, -1, NONNULL (addr));
   r = nbd_internal_connect_sockaddr (h, addr, addrlen);
   LEAVE (h);
   return r;

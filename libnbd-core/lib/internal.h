@@ -20,6 +20,10 @@ struct addrinfo;
 
 #include "config.h"
 #include "errors.h"
+/* The public header marks pointer parameters nonnull (as libnbd's does) for
+ * callers' compilers.  Inside the library that would let GCC drop the very
+ * checks that turn a NULL into EFAULT, so here the attribute says nothing. */
+#define LIBNBD_ATTRIBUTE_NONNULL(...)
 #include "libnbd.h"
 #include "protocol.h"
 
@@ -185,6 +189,7 @@ struct nbd_handle {
   bool disc_sent;               /* NBD_CMD_DISC handed to the socket */
   bool disc_queued;
   bool shut_wr_done;
+  bool write_absorbed;          /* nbd_aio_notify_read sent what a POLLOUT was for */
 
   /* The concurrent writer (writer.c). */
   nbd_writer_cb writer;         /* also set (to a marker) for the zero-copy writer */
@@ -259,9 +264,21 @@ struct nbd_handle {
 
 /* ---- Entry points ----------------------------------------------------- */
 
-/* Every locked public call: name it, check the handle is in one of the
- * permitted states, take the lock.  Returns false (error set, unlocked) if
- * the call must not go on. */
+/* A pointer argument that must not be NULL, and its parameter's name (the
+ * name in libnbd's manual, which the error message quotes). */
+struct nonnull_arg {
+  const char *name;
+  const void *p;
+};
+#define NONNULL(param) ((struct nonnull_arg) { #param, (param) })
+
+/* Every locked public call: name it, take the lock, check the handle is in
+ * one of the permitted states, then that none of args[0..n) is NULL (as
+ * libnbd: the state first, then EFAULT "<param> cannot be NULL").  Returns
+ * false (error set, unlocked) if the call must not go on: the call's own
+ * code never sees a NULL it cannot take. */
+bool nbd_internal_enter_args (struct nbd_handle *h, const char *name, unsigned permitted,
+                              const struct nonnull_arg *args, size_t n);
 bool nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted);
 /* Publish the public state and direction, then unlock. */
 void nbd_internal_leave (struct nbd_handle *h);
@@ -272,6 +289,15 @@ void nbd_internal_leave (struct nbd_handle *h);
   do {                                                           \
     if (!nbd_internal_enter ((h), (name), (permitted)))          \
       return (failret);                                          \
+  } while (0)
+/* ENTER for calls with pointer arguments: the trailing arguments are
+ * NONNULL (param) for each of them. */
+#define ENTER_ARGS(h, name, permitted, failret, ...)                        \
+  do {                                                                     \
+    const struct nonnull_arg enter_args_[] = { __VA_ARGS__ };              \
+    if (!nbd_internal_enter_args ((h), (name), (permitted), enter_args_,   \
+                                  sizeof enter_args_ / sizeof enter_args_[0])) \
+      return (failret);                                                    \
   } while (0)
 #define LEAVE(h) nbd_internal_leave (h)
 
@@ -332,6 +358,10 @@ int64_t nbd_internal_checked_command (struct nbd_handle *h, uint16_t type, uint3
                                       uint32_t allowed, uint64_t offset, uint64_t count,
                                       void *data, nbd_completion_callback *cb,
                                       nbd_chunk_callback *chunk, nbd_extent_callback *extent);
+/* nbd_internal_enter_args for a command call: connected, and a read or a
+ * write with a buffer. */
+bool nbd_internal_enter_command (struct nbd_handle *h, const char *name, uint16_t type,
+                                 const void *buf);
 void nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chunk,
                                  nbd_extent_callback *extent);
 struct command *nbd_internal_lookup (struct nbd_handle *h, uint64_t wire_cookie);

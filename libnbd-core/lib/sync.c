@@ -89,7 +89,7 @@ sync_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fl
 {
   int r = -1;
 
-  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+  if (nbd_internal_enter_command (h, name, type, data)) {
     r = nbd_internal_wait_command (h, nbd_internal_checked_command (h, type, flags, allowed,
                                                                     offset, count, data, NULL,
                                                                     chunk, extent));

@@ -202,7 +202,9 @@ external_step (struct nbd_handle *h)
               r == 0 ? "timeout" : strerror (errno));
   if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && nbd_aio_notify_read (h) == -1)
     bail_out ("notify_read: %s", errmsg ());
-  if ((pfd.revents & POLLOUT) && nbd_aio_notify_write (h) == -1)
+  /* Reading may have sent the rest: notify_write only if still wanted. */
+  if ((pfd.revents & POLLOUT) && (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE) &&
+      nbd_aio_notify_write (h) == -1)
     bail_out ("notify_write: %s", errmsg ());
 }
 
