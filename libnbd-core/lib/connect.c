@@ -37,17 +37,6 @@ set_nonblock_cloexec (int fd)
   return 0;
 }
 
-int
-nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
-{
-  nbd_internal_set_fd (h, fd);
-  if (connecting) {
-    h->state = ST_CONNECTING;
-    return 0;
-  }
-  return nbd_internal_hs_begin (h);
-}
-
 /* A connect that fails at once leaves the handle dead, as libnbd's does: a
  * handle connects once. */
 static int
@@ -55,6 +44,42 @@ fail_connect (struct nbd_handle *h, int err)
 {
   nbd_internal_set_dead (h, err);
   return -1;
+}
+
+/* The writer's promise (libnbd.h): with a concurrent writer set, the
+ * descriptor number the handle has given out stays valid and the same until
+ * nbd_close, because the writer's thread may have cached it and
+ * nbd_concurrent_writer_error shuts it down without the lock.  So a later
+ * socket (the next TCP address, or a new connect after a failed one) is
+ * moved onto that number; closing it and opening another could hand the
+ * number to some other file in between. */
+static int
+adopt_socket (struct nbd_handle *h, int fd)
+{
+  if (h->writer && h->fd >= 0) {
+    int r = dup3 (fd, h->fd, O_CLOEXEC), err = errno;
+
+    close (fd);
+    if (r == -1) {
+      set_error (err, "dup3");
+      return -1;
+    }
+    return 0;
+  }
+  nbd_internal_set_fd (h, fd);
+  return 0;
+}
+
+int
+nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
+{
+  if (adopt_socket (h, fd) == -1)
+    return fail_connect (h, nbd_get_errno ());
+  if (connecting) {
+    h->state = ST_CONNECTING;
+    return 0;
+  }
+  return nbd_internal_hs_begin (h);
 }
 
 int
@@ -90,7 +115,9 @@ tcp_done (struct nbd_handle *h)
 
 /* As libnbd: when the name does not resolve or no address answers, the
  * handle goes back to created, so that the program can connect it again
- * (to a server still starting, say).  The error must already be set. */
+ * (to a server still starting, say).  Under a writer the refused socket
+ * keeps the handle's descriptor number for that next connect.  The error
+ * must already be set. */
 static int
 tcp_fail (struct nbd_handle *h)
 {
@@ -106,6 +133,12 @@ tcp_fail (struct nbd_handle *h)
 static int
 tcp_try_next (struct nbd_handle *h, int last_err)
 {
+  /* The socket that was refused goes now, unless a writer holds its
+   * number: then the next socket takes the number over. */
+  if (!h->writer && h->fd >= 0) {
+    close (h->fd);
+    nbd_internal_set_fd (h, -1);
+  }
   while (h->tcp_next) {
     struct addrinfo *ai = h->tcp_next;
     int fd, one = 1;
@@ -121,11 +154,8 @@ tcp_try_next (struct nbd_handle *h, int last_err)
       tcp_done (h);
       return nbd_internal_start_socket (h, fd, false);
     }
-    if (errno == EINPROGRESS) {
-      nbd_internal_set_fd (h, fd);
-      h->state = ST_CONNECTING;
-      return 0;
-    }
+    if (errno == EINPROGRESS)
+      return nbd_internal_start_socket (h, fd, true);
     last_err = errno;
     close (fd);
   }
@@ -145,10 +175,10 @@ nbd_internal_finish_connect (struct nbd_handle *h)
     tcp_done (h);
     return nbd_internal_hs_begin (h);
   }
-  close (h->fd);
-  nbd_internal_set_fd (h, -1);
   if (h->tcp_all)
     return tcp_try_next (h, err);
+  /* Dead: the socket goes with the connection (or, under a writer, is
+   * only shut down). */
   set_error (err, "connect");
   return fail_connect (h, err);
 }
