@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -275,15 +276,13 @@ nbd_internal_aio_connect_sa (struct nbd_handle *h, char **argv)
   }
   if (nbd_internal_spawn_socket_activation (argv, &h->sa_tmpdir, &h->sa_sockpath, &h->pid) == -1)
     return fail_connect (h, nbd_get_errno ());
-  if (nbd_internal_aio_connect_unix (h, h->sa_sockpath) == -1)
-    return -1;
   /* As libnbd: the URI of the private socket (good while the handle lives). */
   if (!h->uri) {
     struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = h->sa_sockpath,
                          .socket_len = strlen (h->sa_sockpath), .export_name = h->export_name };
     h->uri = nbd_internal_format_uri (&u);
   }
-  return 0;
+  return nbd_internal_aio_connect_unix (h, h->sa_sockpath);
 }
 
 /* URIs: parse, apply the handle's URI policy, set what the URI says, then
@@ -398,19 +397,17 @@ CONNECT_PAIR (nbd_connect_uri, nbd_aio_connect_uri, (struct nbd_handle *h, const
               (h, uri), NONNULL (uri))
 #undef IMPL
 
+/* As libnbd, the URI names the socket even if connecting to it fails (the
+ * handle is then dead, and nbd_get_uri still answers). */
 static int
 connect_unix_impl (struct nbd_handle *h, const char *path)
 {
-  int r = nbd_internal_aio_connect_unix (h, path);
-
-  if (r == 0 && !h->uri) {
-    char *enc = NULL;
+  if (!h->uri) {
     struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = (char *) path,
                          .socket_len = strlen (path), .export_name = h->export_name };
-    enc = nbd_internal_format_uri (&u);
-    h->uri = enc;
+    h->uri = nbd_internal_format_uri (&u);
   }
-  return r;
+  return nbd_internal_aio_connect_unix (h, path);
 }
 #define IMPL connect_unix_impl
 CONNECT_PAIR (nbd_connect_unix, nbd_aio_connect_unix,
@@ -457,14 +454,97 @@ CONNECT_PAIR (nbd_connect_systemd_socket_activation, nbd_aio_connect_systemd_soc
               (struct nbd_handle *h, char **argv), (h, argv), NONNULL (argv))
 #undef IMPL
 
+/* As libnbd: the URI of a socket address, numeric host and port (also if
+ * connecting to it then fails); NULL for an address no URI can name (an
+ * unnamed socket, another family). */
+static char *
+sockaddr_uri (const struct sockaddr *sa, socklen_t len)
+{
+  struct nbd_uri u = { .export_name = "" };
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  const size_t path_off = offsetof (struct sockaddr_un, sun_path);
+
+  if (len < sizeof sa->sa_family)
+    return NULL;
+  switch (sa->sa_family) {
+  case AF_INET:
+  case AF_INET6:
+    if (getnameinfo (sa, len, host, sizeof host, port, sizeof port,
+                     NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      return NULL;
+    u.transport = NBD_URI_TCP;
+    u.host = host;
+    u.port = port;
+    break;
+  case AF_UNIX: {
+    const struct sockaddr_un *sun = (const struct sockaddr_un *) sa;
+    size_t n;
+
+    if (len <= path_off)
+      return NULL;
+    n = len - path_off < sizeof sun->sun_path ? len - path_off : sizeof sun->sun_path;
+    u.transport = NBD_URI_UNIX;
+    u.socket = (char *) sun->sun_path;
+    /* A path ends at its NUL; an abstract name (leading NUL) is all n bytes. */
+    u.socket_len = sun->sun_path[0] ? strnlen (sun->sun_path, n) : n;
+    break;
+  }
+#ifdef AF_VSOCK
+  case AF_VSOCK: {
+    const struct sockaddr_vm *svm = (const struct sockaddr_vm *) sa;
+
+    if (len < sizeof *svm)
+      return NULL;
+    snprintf (port, sizeof port, "%" PRIu32, (uint32_t) svm->svm_port);
+    u.transport = NBD_URI_VSOCK;
+    u.cid = svm->svm_cid;
+    u.port = port;
+    break;
+  }
+#endif
+  default:
+    return NULL;
+  }
+  return nbd_internal_format_uri (&u);
+}
+
 EXPORT int
 nbd_aio_connect (struct nbd_handle *h, const struct sockaddr *addr, socklen_t addrlen)
 {
   int r;
 
   ENTER_ARGS (h, "nbd_aio_connect", PS_CREATED, -1, NONNULL (addr));
+  h->uri = sockaddr_uri (addr, addrlen);
   r = nbd_internal_connect_sockaddr (h, addr, addrlen);
   LEAVE (h);
+  return r;
+}
+
+/* As libnbd, the URI is rebuilt from what the handle holds now: where it
+ * connected (h->uri), the export name, and TLS as it stands.  The scheme is
+ * nbds whenever TLS is required or was negotiated: a URI that silently
+ * dropped TLS would be a trap when reused.  The TLS files go only into an
+ * nbds URI (nbd_connect_uri refuses them on a plaintext one), and the TLS
+ * username only when it is not the default ($LOGNAME) that a new handle
+ * would use anyway. */
+static char *
+current_uri (struct nbd_handle *h)
+{
+  const char *logname = getenv ("LOGNAME");
+  struct nbd_uri where, u;
+  char *r;
+
+  if (nbd_internal_parse_uri (h->uri, &where) == -1)
+    return NULL;
+  u = where;
+  u.tls = h->tls == LIBNBD_TLS_REQUIRE || (h->tls == LIBNBD_TLS_ALLOW && h->tls_negotiated);
+  u.export_name = h->export_name;
+  u.username = h->tls_username && (!logname || strcmp (h->tls_username, logname) != 0)
+               ? h->tls_username : NULL;
+  u.tls_certificates = u.tls ? h->tls_certificates : NULL;
+  u.tls_psk_file = u.tls ? h->tls_psk_file : NULL;
+  r = nbd_internal_format_uri (&u);
+  nbd_internal_free_uri (&where);
   return r;
 }
 
@@ -477,8 +557,8 @@ nbd_get_uri (struct nbd_handle *h)
          NULL);
   if (!h->uri)
     set_error (EINVAL, "this kind of connection (a socket or a command) has no URI");
-  else if (!(r = strdup (h->uri)))
-    set_error (errno, "strdup");
+  else
+    r = current_uri (h);
   LEAVE (h);
   return r;
 }
