@@ -5,6 +5,7 @@
  * Owns the moves to DEAD and CLOSED; never blocks (poll.c waits).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -33,16 +34,57 @@ drop_socket (struct nbd_handle *h)
   nbd_internal_set_fd (h, -1);
 }
 
+/* What the commands stranded by a death fail with.  As libnbd, ENOTCONN
+ * when the connection broke under them (ECONNRESET, EPIPE...: programs
+ * test for ENOTCONN; the cause goes into the message); a lying server's
+ * EPROTO and the concurrent writer's own errno (its documented contract)
+ * stay. */
+static int
+stranded_errno (struct nbd_handle *h, int errnum)
+{
+  if (errnum == EPROTO || (h->writer && errnum == atomic_load (&h->writer_err)))
+    return errnum;
+  return ENOTCONN;
+}
+
+/* The stranded commands' message: the cause, without the "<call>: " of
+ * whichever call met it, nor its strerror when that is also the commands'
+ * (@err's, which their message ends with anyway). */
+static void
+keep_cause (struct nbd_handle *h, int err)
+{
+  const char *msg = nbd_get_error (), *ctx = nbd_internal_get_context ();
+  const char *tail = strerror (err);
+  size_t n = strlen (ctx), len, tlen = strlen (tail);
+
+  if (!msg || h->lost_why)
+    return;
+  if (strncmp (msg, ctx, n) == 0 && strncmp (msg + n, ": ", 2) == 0)
+    msg += n + 2;
+  len = strlen (msg);
+  if (nbd_get_errno () == err && len > tlen + 2 && strcmp (msg + len - tlen, tail) == 0 &&
+      strncmp (msg + len - tlen - 2, ": ", 2) == 0)
+    len -= tlen + 2;
+  if (asprintf (&h->lost_why, "the connection died before the server replied (%.*s)", (int) len,
+                msg) == -1)
+    h->lost_why = NULL;         /* the commands fall back to the short text */
+}
+
 void
 nbd_internal_set_dead (struct nbd_handle *h, int errnum)
 {
+  int cmd_err;
+
   if (h->state == ST_DEAD || h->state == ST_CLOSED)
     return;
   debug (h, "connection is dead: %s", nbd_get_error () ? nbd_get_error () : "");
   h->state = ST_DEAD;
   if (!errnum)
     errnum = ENOTCONN;
-  nbd_internal_abort_commands (h, errnum);
+  cmd_err = stranded_errno (h, errnum);
+  if (h->in_flight > 0)
+    keep_cause (h, cmd_err);
+  nbd_internal_abort_commands (h, cmd_err);
   if (h->opt.kind != OPTK_NONE)
     nbd_internal_opt_complete (h, errnum, "the connection died");
   drop_socket (h);

@@ -115,15 +115,6 @@ nbd_internal_set_error (int errnum, const char *fs, ...)
   e->errnum = errnum;
 }
 
-void
-nbd_internal_set_error_errno (int errnum)
-{
-  struct last_error *e = get_last ();
-
-  if (e)
-    e->errnum = errnum;
-}
-
 EXPORT const char *
 nbd_get_error (void)
 {

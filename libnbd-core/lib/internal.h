@@ -243,6 +243,7 @@ struct nbd_handle {
   size_t out_pos;               /* bytes of to_issue's head already sent */
   struct command *done, *done_tail;
   int in_flight;                /* queued + sent, not yet replied */
+  char *lost_why;               /* why the connection died under commands */
 
   /* Reply parsing. */
   char *rbuf;
@@ -383,8 +384,10 @@ int nbd_internal_notify_read (struct nbd_handle *h);
 int nbd_internal_notify_write (struct nbd_handle *h);
 unsigned nbd_internal_direction (const struct nbd_handle *h);
 int nbd_internal_poll (struct nbd_handle *h, int timeout);
-/* Kill the connection: state DEAD, every pending command fails with errnum.
- * The error message must already be set. */
+/* Kill the connection: state DEAD, every pending command fails, with
+ * ENOTCONN (as libnbd), or EPROTO for a lying server, or the concurrent
+ * writer's errno; the message it gets names errnum's cause.  The error
+ * message must already be set. */
 void nbd_internal_set_dead (struct nbd_handle *h, int errnum);
 void nbd_internal_set_closed (struct nbd_handle *h);
 /* Fail every command not yet completed with errnum (completion callbacks run). */

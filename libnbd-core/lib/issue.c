@@ -82,6 +82,8 @@ nbd_internal_free_commands (struct nbd_handle *h)
   free (h->slots);
   h->slots = NULL;
   h->nr_slots = h->cap_slots = 0;
+  free (h->lost_why);           /* the text those commands' messages shared */
+  h->lost_why = NULL;
   h->free_cmds = h->to_issue = h->to_issue_tail = h->done = h->done_tail = NULL;
   h->in_flight = 0;
 }
@@ -511,7 +513,7 @@ nbd_internal_abort_commands (struct nbd_handle *h, int errnum)
     if (!cmd->error)
       cmd->error = errnum;
     if (!cmd->why)
-      cmd->why = "the connection was lost before the server replied";
+      cmd->why = h->lost_why ? h->lost_why : "the connection was lost before the server replied";
     /* The caller may free the buffer once the command completes: not while
      * a zero-copy writer still holds it.  nbd_close waits for nobody (its
      * contract: the writer's thread is stopped first). */
