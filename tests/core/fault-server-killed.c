@@ -27,8 +27,9 @@
  *    ENOTCONN and a message starting with its name; a sync nbd_pwrite of
  *    32 MiB blocked mid-send (server stopped, then killed) returns -1 soon
  *    after with EPIPE or ECONNRESET.  The other thread kills once the
- *    caller is blocked in poll(2) (/proc/self/task/TID/syscall), an event,
- *    not a delay.
+ *    caller is blocked in poll(2) (/proc/self/task/TID/syscall) and, for
+ *    the first two, the server has read the request (its log filter says
+ *    so): events, not a delay.
  * Time is measured only where promptness is the point, and bounded
  * loosely: see SLOW_MS.
  */
@@ -348,7 +349,9 @@ aio_killed (bool mid_transfer)
 struct killer {
   pid_t pid;                    /* the server */
   pid_t caller;                 /* the thread in the sync call */
+  const char *log;              /* the server's log, if it must have the request */
   bool blocked;                 /* it was seen blocked in poll(2) */
+  bool logged;                  /* the server had read the request */
   int64_t at;                   /* when the kill happened */
 };
 
@@ -374,17 +377,22 @@ in_poll (pid_t tid)
   return nr == SYS_ppoll;
 }
 
-/* Kill the server once the caller waits in poll(2): for its reply, or to
- * send the rest of a write the stopped server does not read.  Bounded: a
- * caller never seen blocked is killed anyway, and the test says so. */
+/* Kill the server once the caller waits in poll(2): for its reply (once
+ * the server has read the whole request: a request still unread in its
+ * socket would make the end a reset, ECONNRESET), or to send the rest of a
+ * write the stopped server does not read.  Bounded: a caller never seen
+ * blocked is killed anyway, and the test says so. */
 static void *
 killer_thread (void *arg)
 {
   struct killer *k = arg;
 
-  for (int64_t end = now_ms () + 60000; !k->blocked && now_ms () < end;)
-    if (!(k->blocked = in_poll (k->caller)))
+  for (int64_t end = now_ms () + 60000; !(k->blocked && k->logged) && now_ms () < end;) {
+    k->logged = !k->log || logged_requests (k->log) > 0;
+    k->blocked = k->logged && in_poll (k->caller);
+    if (!k->blocked)
       sleep_ms (1);
+  }
   k->at = now_ms ();
   if (kill (k->pid, SIGKILL) == -1)
     k->at = -1;
@@ -399,8 +407,10 @@ sync_killed (enum sync_kind kind)
   const char *what = kind == SYNC_PREAD ? "sync pread" : kind == SYNC_PWRITE ? "sync pwrite"
                      : "sync pwrite mid-send";
   const char *fn = kind == SYNC_PREAD ? "nbd_pread" : "nbd_pwrite";
-  const char *delay_args[] = { "--filter=delay", "memory", "size=64M", "delay-read=30",
-                               "delay-write=30", NULL };
+  char logpath[4200], logarg[4300];
+  /* The log filter first: it logs a request as the server takes it in. */
+  const char *delay_args[] = { "--filter=log", "--filter=delay", "memory", "size=64M", logarg,
+                               "delay-read=30", "delay-write=30", NULL };
   const char *plain_args[] = { "memory", "size=64M", NULL };
   size_t len = kind == SYNC_PWRITE_MID ? 32 * 1024 * 1024 : 65536;
   struct test_server srv;
@@ -413,6 +423,10 @@ sync_killed (enum sync_kind kind)
 
   if (!buf)
     bail_out ("calloc");
+  snprintf (logpath, sizeof logpath, "%s/killed-sync-%d.log", servers_scratch_dir (), (int) kind);
+  snprintf (logarg, sizeof logarg, "logfile=%s", logpath);
+  if (kind != SYNC_PWRITE_MID)
+    k.log = logpath;
   if (server_start_nbdkit (&srv, kind == SYNC_PWRITE_MID ? plain_args : delay_args) == -1)
     bail_out ("%s: cannot start nbdkit", what);
   fds_before = count_fds ();
@@ -432,6 +446,8 @@ sync_killed (enum sync_kind kind)
   ok (r == -1 && error_prefix_is (fn), "%s: %s fails: %s", what, fn,
       r == -1 ? nbd_get_error () : "it succeeded");
   pthread_join (th, NULL);
+  if (k.log)
+    ok (k.logged, "%s: the server had read the request", what);
   ok (k.blocked, "%s: %s was blocked in poll(2)", what, fn);
   ok (k.at > 0, "%s: the server was killed while %s waited", what, fn);
   ok (t_back - k.at >= 0 && t_back - k.at < SLOW_MS, "%s: %s returns soon after the kill "
