@@ -158,7 +158,7 @@ test_good (void)
   nbd_close (h);
 
   h = nbd_create ();
-  nbd_set_export_name (h, "my disk");
+  must (nbd_set_export_name (h, "my disk"));
   is_int (nbd_connect_uri (h, fmt ("nbd+unix:///?socket=%s", qn.sock)), -1,
           "a URI with no path names export \"\", overriding nbd_set_export_name");
   name = nbd_get_export_name (h);
@@ -242,7 +242,7 @@ test_refusal_then_connect (void)
 {
   struct nbd_handle *h = nbd_create ();
 
-  nbd_set_uri_allow_transports (h, LIBNBD_ALLOW_TRANSPORT_UNIX);
+  must (nbd_set_uri_allow_transports (h, LIBNBD_ALLOW_TRANSPORT_UNIX));
   is_int (nbd_connect_uri (h, tcp_uri), -1, "a disallowed URI is refused");
   is_errno (EPERM, "EPERM");
   is_int (nbd_connect_uri (h, "nonsense"), -1, "a bad URI is refused");

@@ -36,8 +36,8 @@ refused (const char *uri, bool allow_local, int allow_tls, int err, const char *
   struct nbd_handle *h = nbd_create ();
   int rc;
 
-  nbd_set_uri_allow_local_file (h, allow_local);
-  nbd_set_uri_allow_tls (h, allow_tls);
+  must (nbd_set_uri_allow_local_file (h, allow_local));
+  must (nbd_set_uri_allow_tls (h, allow_tls));
   rc = nbd_connect_uri (h, uri);
   if (is_int (rc, -1, "%s: refused", what)) {
     is_errno (err, "%s: errno", what);
@@ -58,9 +58,9 @@ connects (const char *uri, const char *want_uri, int tls_before, int want_tls,
   char *got;
   int rc;
 
-  nbd_set_uri_allow_local_file (h, true);
-  nbd_set_tls (h, tls_before);
-  nbd_set_tls_certificates (h, m.client_dir);
+  must (nbd_set_uri_allow_local_file (h, true));
+  must (nbd_set_tls (h, tls_before));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   rc = nbd_connect_uri (h, uri);
   if (is_int (rc, 0, "%s: connects (%s)", what, errmsg ())) {
     is_int (nbd_get_tls_negotiated (h), want_tls, "%s: TLS negotiated", what);

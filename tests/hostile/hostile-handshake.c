@@ -47,7 +47,7 @@ connect_fails (const struct scenario *sc)
   struct nbd_handle *h = hostile_handle (sc->name);
 
   if (sc->flags & NEEDS_META)
-    nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+    must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   hostile_start (&s, sc->name);
   check_error (sc->name, nbd_connect_unix (h, s.sock), "nbd_connect_unix", sc->err, sc->text);
   check_dead (sc->name, h);
@@ -186,7 +186,7 @@ starttls_silent (const struct scenario *sc)
 {
   struct hostile s;
   struct nbd_handle *h = hostile_handle (sc->name);
-  int r = 1;
+  int r = 1, fd;
 
   if (!nbd_supports_tls (h)) {
     skip ("%s: libnbd-core has no TLS support yet (nbd_supports_tls is false)", sc->name);
@@ -203,8 +203,11 @@ starttls_silent (const struct scenario *sc)
   if (!is_int (r, 0, "%s: nbd_poll (%d ms) times out with 0", sc->name, SILENCE_MS))
     diag ("error: %s", nbd_get_error ());
   ok (nbd_aio_is_connecting (h) == 1, "%s: still connecting", sc->name);
+  fd = nbd_aio_get_fd (h);
+  ok (fd >= 0, "%s: the handle has its socket", sc->name);
   nbd_close (h);
-  ok (true, "%s: nbd_close in the middle of the TLS handshake", sc->name);
+  ok (fcntl (fd, F_GETFD) == -1 && errno == EBADF,
+      "%s: nbd_close in the middle of the TLS handshake closed it", sc->name);
   hostile_end (&s);
 }
 
@@ -239,7 +242,7 @@ connect_opt_mode (struct hostile *s, const char *name)
 {
   struct nbd_handle *h = hostile_handle (name);
 
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   hostile_start (s, name);
   if (!ok (nbd_connect_unix (h, s->sock) == 0, "%s: nbd_connect_unix (option mode)", name))
     diag ("error: %s", nbd_get_error ());
