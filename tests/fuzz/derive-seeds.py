@@ -4,8 +4,11 @@
 # chunks of a structured read in reverse or rotated order (out-of-order
 # coverage), a data chunk sent twice (overlap), an error chunk turned into
 # NBD_REPLY_TYPE_ERROR_OFFSET.  libFuzzer reaches these only slowly, since
-# it mutates bytes, not chunks.  Each derived seed is named
-# RECORDING--WHAT; the recordings themselves are left alone.
+# it mutates bytes, not chunks.  And one the recorder cannot make: a live
+# session runs over a real socketpair, which takes the client's requests
+# whole; "send-sliced" sets FUZZ_H2_SEND_SLICES, so that its replay takes
+# them a slice at a time.  Each derived seed is named RECORDING--WHAT; the
+# recordings themselves are left alone.
 #
 #   derive-seeds.py CORPUS_DIR
 #
@@ -20,6 +23,7 @@ STRUCTURED = 0x668E33EF
 FLAG_DONE = 1
 TYPE_ERROR = 0x8001
 TYPE_ERROR_OFFSET = 0x8002
+H2_SEND_SLICES = 0x08  # fuzz-session.h
 
 # (recording, what): the derived seeds kept in the corpus.
 WANTED = [
@@ -28,6 +32,7 @@ WANTED = [
     ("qemu-raw-large", "overlap"),
     ("qemu-qcow2-depth", "reversed"),
     ("nbdkit-error", "error-offset"),
+    ("nbdkit-memory-slice7", "send-sliced"),
 ]
 
 
@@ -136,6 +141,18 @@ def derive(reps, what):
     return None
 
 
+def derive_segments(segs, what):
+    """Change the first segment of replies that @what applies to; False if
+    there is none."""
+    for si in range(1, len(segs)):
+        reps = replies(segs[si])
+        new = derive(reps, what) if reps else None
+        if new is not None:
+            segs[si] = b"".join(new)
+            return True
+    return False
+
+
 def main():
     corpus = sys.argv[1]
     made = 0
@@ -146,13 +163,9 @@ def main():
             return 1
         with open(path, "rb") as f:
             hdr, segs = segments(f.read())
-        for si in range(1, len(segs)):
-            reps = replies(segs[si])
-            new = derive(reps, what) if reps else None
-            if new is not None:
-                segs[si] = b"".join(new)
-                break
-        else:
+        if what == "send-sliced":
+            hdr = hdr[:2] + bytes([hdr[2] | H2_SEND_SLICES]) + hdr[3:]
+        elif not derive_segments(segs, what):
             print(f"derive-seeds: {name}: nothing to derive {what} from", file=sys.stderr)
             return 1
         with open(os.path.join(corpus, f"{name}--{what}"), "wb") as f:

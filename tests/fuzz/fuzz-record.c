@@ -323,7 +323,7 @@ record (const struct scenario *sc, const char *outdir)
   struct test_server srv = { 0 };
   struct recorder r = { .fd = -1 };
   struct fuzz_source src = { .feed = rec_feed, .client_bytes = rec_client_bytes,
-                             .boundary = rec_boundary, .opaque = &r };
+                             .boundary = rec_boundary, .opaque = &r, .socketpair = true };
   struct fuzz_log live = { 0 }, replay = { 0 };
   char *image = NULL, *path = NULL;
   bool ok = false;

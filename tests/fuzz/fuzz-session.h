@@ -4,8 +4,9 @@
  * server and writes it down in the same format, so that every recording
  * replays exactly.
  *
- * Owns the socketpair, the handle and the records of every command and
- * option it issues; checks, in the callbacks and after nbd_close, that the
+ * Owns the connection (the in-memory socket of fuzz-socket.h, or for the
+ * recorder's live session a real socketpair), the handle and the records
+ * of every command and option it issues; checks, in the callbacks and after nbd_close, that the
  * client kept its promises (each completion once, each .free once, chunks
  * and extents inside their request, unfilled read bytes zeroed).  A broken
  * promise aborts, which libFuzzer reports as a crash.  Never blocks: the
@@ -22,10 +23,13 @@
  * batches of commands); a phase starts by issuing its requests, then feeds
  * whole segments until every request of the phase has its answer or the
  * stream ends.  The end of the stream is an end of file for the client.
+ * Header byte 1 can cut the start of each phase into small slices, driving
+ * the client after each.
  */
 #ifndef GNBD_TESTS_FUZZ_SESSION_H
 #define GNBD_TESTS_FUZZ_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +53,7 @@
 /* Header byte 2: low two bits, the export name index; then: */
 #define FUZZ_H2_NAME_MASK 0x03
 #define FUZZ_H2_LARGE 0x04         /* one read of 17 KiB (straight into the buffer) */
+#define FUZZ_H2_SEND_SLICES 0x08   /* in memory: the client's sends are taken a slice at a time */
 #define FUZZ_H2_DISCONNECT 0x10    /* end with nbd_aio_disconnect */
 #define FUZZ_H2_FAIL_CHUNK 0x20    /* a chunk and an extent callback fail */
 /* TLS allowed or required, with certificates from a directory that does
@@ -70,6 +75,9 @@ struct fuzz_source {
   /* A phase ended: what follows answers the next phase.  May be NULL. */
   void (*boundary) (void *opaque);
   void *opaque;
+  /* Connect through a real socketpair, not the in-memory socket: the
+   * recorder's live session, whose replay in memory must see the same. */
+  bool socketpair;
 };
 
 /* What happened, one line per event, to compare a recording with its
