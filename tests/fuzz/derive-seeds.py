@@ -4,11 +4,13 @@
 # chunks of a structured read in reverse or rotated order (out-of-order
 # coverage), a data chunk sent twice (overlap), an error chunk turned into
 # NBD_REPLY_TYPE_ERROR_OFFSET.  libFuzzer reaches these only slowly, since
-# it mutates bytes, not chunks.  And one the recorder cannot make: a live
-# session runs over a real socketpair, which takes the client's requests
-# whole; "send-sliced" sets FUZZ_H2_SEND_SLICES, so that its replay takes
-# them a slice at a time.  Each derived seed is named RECORDING--WHAT; the
-# recordings themselves are left alone.
+# it mutates bytes, not chunks.  And two the recorder cannot make, since a
+# live session runs over a real socketpair: "send-sliced" sets
+# FUZZ_H2_SEND_SLICES, so that its replay takes the client's requests a
+# slice at a time; "reset" sets FUZZ_H3_RESET and ends the stream halfway
+# through the replies of the second batch, a server gone with commands in
+# flight.  Each derived seed is named RECORDING--WHAT; the recordings
+# themselves are left alone.
 #
 #   derive-seeds.py CORPUS_DIR
 #
@@ -24,6 +26,7 @@ FLAG_DONE = 1
 TYPE_ERROR = 0x8001
 TYPE_ERROR_OFFSET = 0x8002
 H2_SEND_SLICES = 0x08  # fuzz-session.h
+H3_RESET = 0x80
 
 # (recording, what): the derived seeds kept in the corpus.
 WANTED = [
@@ -33,6 +36,7 @@ WANTED = [
     ("qemu-qcow2-depth", "reversed"),
     ("nbdkit-error", "error-offset"),
     ("nbdkit-memory-slice7", "send-sliced"),
+    ("nbdkit-memory", "reset"),
 ]
 
 
@@ -165,6 +169,10 @@ def main():
             hdr, segs = segments(f.read())
         if what == "send-sliced":
             hdr = hdr[:2] + bytes([hdr[2] | H2_SEND_SLICES]) + hdr[3:]
+        elif what == "reset" and len(segs) > 2:
+            # Segment 0 is the handshake, then one per batch.
+            hdr = hdr[:3] + bytes([hdr[3] | H3_RESET])
+            segs = segs[:2] + [segs[2][:len(segs[2]) // 2]]
         elif not derive_segments(segs, what):
             print(f"derive-seeds: {name}: nothing to derive {what} from", file=sys.stderr)
             return 1

@@ -228,13 +228,17 @@ srv_recv (struct fuzz_session *s, void *buf, size_t n)
   return recv (s->srv, buf, n, MSG_DONTWAIT);
 }
 
+/* The end of the stream: an end of file, or in memory (header byte 3) a
+ * server gone with the client's bytes unread. */
 static void
 srv_shut (struct fuzz_session *s)
 {
-  if (s->srv < 0)
-    fuzz_socket_shut_server ();
-  else
+  if (s->srv >= 0)
     shutdown (s->srv, SHUT_WR);
+  else if (s->hdr[3] & FUZZ_H3_RESET)
+    fuzz_socket_reset_server ();
+  else
+    fuzz_socket_shut_server ();
 }
 
 /* Whether the client's read would find bytes. */
@@ -571,7 +575,7 @@ cmd_extent (void *user_data, const char *metacontext, uint64_t offset, uint32_t 
 static uint64_t
 at (struct fuzz_session *s, uint64_t off, uint64_t count)
 {
-  off += (uint64_t) s->hdr[3] * 4096;
+  off += (uint64_t) (s->hdr[3] & FUZZ_H3_SHIFT_MASK) * 4096;
   if (s->size == 0 || s->size < count)
     return off;
   return (off % (s->size - count + 1)) & ~(uint64_t) 511;

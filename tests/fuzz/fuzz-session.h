@@ -61,7 +61,12 @@
  * fuzzer cannot play GnuTLS's handshake), one that refuses is handled. */
 #define FUZZ_H2_TLS_ALLOW 0x40
 #define FUZZ_H2_TLS_REQUIRE 0x80
-/* Header byte 3: every command offset moves by this many 4 KiB blocks. */
+/* Header byte 3: low seven bits, every command offset moves by this many
+ * 4 KiB blocks; then: */
+#define FUZZ_H3_SHIFT_MASK 0x7f
+/* In memory: the stream ends as a server that closed with the client's
+ * bytes unread (ECONNRESET, then EPIPE), not with an end of file. */
+#define FUZZ_H3_RESET 0x80
 
 struct fuzz_session;
 

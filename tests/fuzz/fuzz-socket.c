@@ -43,6 +43,8 @@ static struct {
   int fd;                       /* the client's descriptor; -1: no socket */
   int peer;                     /* the real socket's other end, never written */
   bool server_shut;             /* the client reads end of file after the data */
+  bool server_gone;             /* closed: the client's writes fail */
+  int client_err;               /* reported once, by a read that finds no data */
   bool client_shut_rd, client_shut_wr;
   size_t window;                /* of SEND_CAP */
   size_t in_head, in_tail;      /* server to client: in[in_head..in_tail) unread */
@@ -76,7 +78,8 @@ fuzz_socket_open (size_t window)
     return -1;
   sock.fd = sv[0];
   sock.peer = sv[1];
-  sock.server_shut = sock.client_shut_rd = sock.client_shut_wr = false;
+  sock.server_shut = sock.server_gone = sock.client_shut_rd = sock.client_shut_wr = false;
+  sock.client_err = 0;
   sock.window = window < SEND_CAP ? window : SEND_CAP;
   sock.in_head = sock.in_tail = sock.out_len = 0;
   return sock.fd;
@@ -88,7 +91,7 @@ fuzz_socket_put (const void *buf, size_t len)
   size_t room;
 
   /* As a socket whose peer closed or shut its reading. */
-  if (sock.fd < 0 || sock.client_shut_rd) {
+  if (sock.fd < 0 || sock.client_shut_rd || sock.server_gone) {
     errno = EPIPE;
     return -1;
   }
@@ -113,6 +116,14 @@ void
 fuzz_socket_shut_server (void)
 {
   sock.server_shut = true;
+}
+
+void
+fuzz_socket_reset_server (void)
+{
+  sock.server_shut = sock.server_gone = true;
+  sock.client_err = ECONNRESET;
+  sock.out_len = 0;
 }
 
 size_t
@@ -168,8 +179,14 @@ __wrap_recv (int fd, void *buf, size_t len, int flags)
   if (flags & ~MSG_DONTWAIT)
     unsupported ("recv flags");
   /* The descriptor is non-blocking (the core made it so): an empty
-   * buffer is EAGAIN, or end of file once either side shut it. */
+   * buffer is EAGAIN, or end of file once either side shut it (after a
+   * reset, once the error was reported). */
   if (n == 0) {
+    if (sock.client_err) {
+      errno = sock.client_err;
+      sock.client_err = 0;
+      return -1;
+    }
     if (sock.server_shut || sock.client_shut_rd)
       return 0;
     errno = EAGAIN;
@@ -198,7 +215,7 @@ take_from_client (const struct iovec *iov, size_t iovcnt, int flags)
     want += iov[i].iov_len;
   if (want == 0)
     return 0;
-  if (sock.client_shut_wr) {
+  if (sock.client_shut_wr || sock.server_gone) {
     errno = EPIPE;
     return -1;
   }
@@ -248,8 +265,10 @@ revents (short events)
   if ((events & POLLOUT) && sock.out_len < sock.window)
     r |= POLLOUT;
   /* As Linux's AF_UNIX: hung up once neither direction carries data. */
-  if ((sock.server_shut || sock.client_shut_rd) && sock.client_shut_wr)
+  if ((sock.server_shut || sock.client_shut_rd) && (sock.client_shut_wr || sock.server_gone))
     r |= POLLHUP;
+  if (sock.client_err)
+    r |= POLLERR;
   return r;
 }
 

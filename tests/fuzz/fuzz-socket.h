@@ -12,8 +12,10 @@
  * EAGAIN, or 0 once the server's end is shut for writing; a write takes
  * what fits in the window (EAGAIN when full), EPIPE after the client shut
  * its writes; poll reports POLLIN for data or end of file, POLLOUT while
- * the window has room, POLLHUP once both directions are shut.  One socket
- * at a time per process.
+ * the window has room, POLLHUP once both directions are shut.  After a
+ * reset, as Linux's AF_UNIX after a peer closed with data unread: the data
+ * already put, then one ECONNRESET (POLLERR), then end of file; writes fail
+ * with EPIPE.  One socket at a time per process.
  */
 #ifndef GNBD_TESTS_FUZZ_SOCKET_H
 #define GNBD_TESTS_FUZZ_SOCKET_H
@@ -29,10 +31,12 @@ int fuzz_socket_open (size_t window);
 /* The server's end, as send(2) and recv(2) on it would be: put bytes for
  * the client to read (how many fit in the receive buffer; -1 with EAGAIN
  * when none, EPIPE once the client closed or shut its reading), shut the
- * server's writes (the client reads end of file), take up to @len bytes of
+ * server's writes (the client reads end of file) or reset the connection
+ * (the server closed without reading everything), take up to @len bytes of
  * what the client sent (how many). */
 ssize_t fuzz_socket_put (const void *buf, size_t len);
 void fuzz_socket_shut_server (void);
+void fuzz_socket_reset_server (void);
 size_t fuzz_socket_take (void *buf, size_t len);
 
 /* How many bytes the client may send before the harness takes them. */
