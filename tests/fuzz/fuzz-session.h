@@ -6,12 +6,13 @@
  *
  * Owns the connection (the in-memory socket of fuzz-socket.h, or for the
  * recorder's live session a real socketpair), the handle and the records
- * of every command and option it issues; checks, in the callbacks and after nbd_close, that the
- * client kept its promises (each completion once, each .free once, chunks
- * and extents inside their request, unfilled read bytes zeroed).  A broken
- * promise aborts, which libFuzzer reports as a crash.  Never blocks: the
- * client is driven with nbd_poll (h, 0) or nbd_aio_notify_*, and every loop
- * is bounded.
+ * of every command and option it issues; checks, in the callbacks and
+ * after nbd_close, that the client kept its promises (each completion
+ * once, each .free once, chunks and extents inside their request, unfilled
+ * read bytes zeroed, the socket closed and used only through the calls
+ * fuzz-socket.c wraps).  A broken promise aborts, which libFuzzer reports
+ * as a crash.  Never blocks: the client is driven with nbd_poll (h, 0) or
+ * nbd_aio_notify_*, and every loop is bounded.
  *
  * The input format (what the recorder writes, what the harness reads):
  *
@@ -22,9 +23,9 @@
  * The session runs in phases (the handshake, in opt mode each option, then
  * batches of commands); a phase starts by issuing its requests, then feeds
  * whole segments until every request of the phase has its answer or the
- * stream ends.  The end of the stream is an end of file for the client.
- * Header byte 1 can cut the start of each phase into small slices, driving
- * the client after each.
+ * stream ends.  The end of the stream is an end of file for the client
+ * (or, with FUZZ_H3_RESET, a reset).  Header byte 1 can cut the start of
+ * each phase into small slices, driving the client after each.
  */
 #ifndef GNBD_TESTS_FUZZ_SESSION_H
 #define GNBD_TESTS_FUZZ_SESSION_H
