@@ -163,7 +163,7 @@ fuzz_seconds=${FUZZ_SECONDS:-150}
 pass_fuzz () {
   local work=build-fuzz/fuzz-corpus art=build-fuzz/fuzz-artifacts
   local log=build-fuzz/meson-logs/fuzz-run.log rc=0
-  CC=clang setup build-fuzz -Dfuzzing=true -Db_lundef=false -Dwerror=true || return
+  CC=clang setup build-fuzz -Dfuzzing=true -Db_lundef=false -Dwerror=true -Dtls=enabled || return
   meson compile -C build-fuzz tests/fuzz/fuzz-client tests/fuzz/fuzz-record || return
   run_tests build-fuzz fuzz --no-rebuild --suite fuzz || return
   rm -rf "$work" "$art"
