@@ -121,7 +121,7 @@ static void tls_disable (struct nbd_handle *h) { nbd_set_uri_allow_tls (h, LIBNB
 static void tls_require (struct nbd_handle *h) { nbd_set_uri_allow_tls (h, LIBNBD_TLS_REQUIRE); }
 static void local_files (struct nbd_handle *h) { nbd_set_uri_allow_local_file (h, true); }
 
-static char *
+static char *__attribute__ ((format (printf, 1, 2)))
 fmt (const char *fs, ...)
 {
   static char bufs[8][700];
