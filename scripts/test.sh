@@ -91,7 +91,7 @@ run_tests () {
 # Each pass chains its steps with || return: it runs inside `if`, where
 # set -e does not apply.
 pass_asan () {
-  setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true || return
+  setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true -Dgnbd=enabled || return
   meson compile -C build-asan || return
   run_tests build-asan asan --timeout-multiplier 2
 }
@@ -102,10 +102,10 @@ pass_asan () {
 # TLS with the writer):
 # the single-threaded rest gains nothing from TSan and would double the
 # pass's time.  Any report fails its test (halt_on_error).
-tsan_suites=(writer examples aio compat tls)
+tsan_suites=(writer examples aio compat tls gnbd)
 pass_tsan () {
   local suites=() s
-  setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true || return
+  setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dgnbd=enabled || return
   meson compile -C build-tsan || return
   for s in "${tsan_suites[@]}"; do suites+=(--suite "$s"); done
   run_tests build-tsan tsan --timeout-multiplier 3 "${suites[@]}"

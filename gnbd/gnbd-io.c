@@ -1,0 +1,1 @@
+/* gnbd-io.c: the I/O thread (work in progress). */

@@ -1,0 +1,1 @@
+/* gnbd-writer.c: the writer task (work in progress). */
