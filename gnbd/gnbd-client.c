@@ -266,7 +266,7 @@ facts_diff (Emission *e, const GnbdFacts *a, const GnbdFacts *b)
 #undef FACT_STR
 }
 
-/* ---- Events from the connection (I/O thread) --------------------------- */
+/* ---- Events from the connection (threads: see GnbdConnEvents) ---------- */
 
 /* The connection's link back to its client: weak, so that a connection
  * outliving its client (replies still due) reports to nobody. */
