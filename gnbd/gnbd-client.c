@@ -56,7 +56,10 @@
  * loop if you want them.
  *
  * A client connects once at a time: once its connection is closed, it may
- * connect again, with the settings as they are then.
+ * connect again, with the settings as they are then.  Dropping the last
+ * reference to a connected client closes the connection at once, without
+ * telling the server; call [method@Client.shutdown] first to close it
+ * cleanly.  A client may be finalized on any thread.
  */
 struct _GnbdClient {
   GObject parent_instance;

@@ -316,11 +316,13 @@ connect_error (int err, const char *msg, gboolean before_socket)
 {
   const char *m = msg ? msg : g_strerror (err);
 
+  /* libnbd-core reports the server's NBD_REP_ERR_TLS_REQD as ENOTSUP, as
+   * libnbd does; only its message tells it from other refusals. */
   if (msg && strstr (msg, "TLS is required by the server"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_REQUIRED,
-                        "The NBD server requires TLS and the client did not offer it (%s): set "
-                        "the client's tls property to GNBD_TLS_REQUIRE with tls-certificates or "
-                        "tls-psk-file, or connect with an nbds:// URI", m);
+                        "The NBD server requires TLS, and the client did not offer it: set the "
+                        "client's tls property to GNBD_TLS_REQUIRE (or GNBD_TLS_ALLOW) with "
+                        "tls-certificates or tls-psk-file, or connect with an nbds:// URI");
   if (msg && strstr (msg, "TLS"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_FAILED,
                         "TLS negotiation with the NBD server failed: %s (%s)", m,
