@@ -404,12 +404,15 @@ attach_source (GnbdConn *conn)
     g_source_unref (source);
     return;
   }
-  conn->source = source;
+  /* conn->source is the connection's reference, which the I/O thread may
+   * drop as soon as the source is attached: this call keeps its own. */
+  conn->source = g_source_ref (source);
   pthread_mutex_unlock (&conn->lock);
   g_source_attach (source, gnbd_io_context ());
   /* The core may have gone through the whole handshake inside the
    * connect call already: nothing would come to read. */
   gnbd_io_source_poke (source);
+  g_source_unref (source);
 }
 
 typedef struct {
