@@ -20,8 +20,9 @@ packages=(
   libnbd-dev libnbd-bin
   # diagnostics
   strace valgrind
-  # gnbd + GIR, bindings tests, docs: added by their issues, e.g.
-  # libglib2.0-dev gobject-introspection libgirepository1.0-dev gjs python3-gi gi-docgen
+  # gnbd (GLib/GIO), its GIR and typelib, the GJS and Python tests, the API
+  # docs and the VAPI
+  libglib2.0-dev gobject-introspection libgirepository1.0-dev gjs python3-gi gi-docgen valac
 )
 
 if [[ ${1:-} == --list ]]; then

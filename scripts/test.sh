@@ -21,7 +21,7 @@
 #   asan      build-asan, -Db_sanitize=address,undefined      enabled
 #   tsan      build-tsan, -Db_sanitize=thread                 enabled: the suites
 #             where threads meet a handle (writer, examples, aio, compat, tls,
-#             threads)
+#             threads, gnbd)
 #   valgrind  build-valgrind (no sanitizer), the 'hostile' suite    enabled
 #             under valgrind (memcheck; definite and indirect leaks fatal)
 #   fuzz      build-fuzz, clang, -Dfuzzing=true: the 'fuzz' suite        enabled
@@ -115,7 +115,7 @@ run_tests () {
 asan_suites=(core compat compat-libnbd tls writer faults threads hostile install examples servers)
 pass_asan () {
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true \
-    -Dtls=enabled || return
+    -Dtls=enabled -Dgnbd=enabled || return
   meson compile -C build-asan || return
   required_suites="${asan_suites[*]}" run_tests build-asan asan --timeout-multiplier 2
 }
@@ -127,10 +127,13 @@ pass_asan () {
 # listed in tests/core/threads.tests):
 # the single-threaded rest gains nothing from TSan and would double the
 # pass's time.  Any report fails its test (halt_on_error).
-tsan_suites=(writer examples aio compat tls threads)
+# gnbd:gnbd is the suite 'gnbd' of project 'gnbd': a bare 'gnbd' names the
+# whole project to meson and would select every test.
+tsan_suites=(writer examples aio compat tls threads gnbd:gnbd)
 pass_tsan () {
   local suites=() s
-  setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dtls=enabled || return
+  setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dtls=enabled \
+    -Dgnbd=enabled || return
   meson compile -C build-tsan || return
   for s in "${tsan_suites[@]}"; do suites+=(--suite "$s"); done
   required_suites="${tsan_suites[*]}" run_tests build-tsan tsan --timeout-multiplier 3 \
