@@ -1,1 +1,548 @@
-/* gnbd-writer.c: the writer task (work in progress). */
+/* gnbd-writer.c: the writer task, one for the whole process, sending for
+ * every connection that has the concurrent writer on.
+ *
+ * Owns, per connection, the queue the core's zero-copy writer callback
+ * fills (copied chunks for headers and TLS records, references to lent
+ * write payloads), and the one GTask thread that empties those queues into
+ * the sockets: non-blocking sendmsg(MSG_NOSIGNAL) of many entries at once,
+ * each lent byte given back with nbd_concurrent_writer_release right after
+ * it is sent, nbd_concurrent_writer_error on a failed send, shutdown(SHUT_WR)
+ * after the end-of-stream mark.  When nothing is queued it sleeps in poll(2)
+ * on a wake-up eventfd plus the sockets that were full.
+ *
+ * Why one task for all: the GTask pool has 10 threads on GLib 2.74, shared
+ * with DNS lookups; a task parked per connection would starve the process
+ * with ten clients.  The task ends when no connection is registered (its
+ * result says how it went) and is started again, on the I/O thread, by the
+ * next registration.
+ *
+ * It must never: block in a send, take a handle's lock (it calls only the
+ * core's lock-free calls: nbd_aio_get_fd, _release, _error), or run user
+ * code.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <libnbd.h>
+
+#include "gnbd-io-private.h"
+#include "gnbd-writer-private.h"
+
+/* Copied bytes go into chunks of this size (bigger if one piece is). */
+#define CHUNK_SIZE (64 * 1024)
+/* Entries per sendmsg; sends per connection before serving the next. */
+#define MAX_IOV 64
+#define MAX_ROUNDS 16
+
+/* One run of bytes to send: copied (base owns them, cap is its size, more
+ * may be appended while it is the last entry) or lent (base NULL: the
+ * caller's payload, given back once sent). */
+typedef struct {
+  guint8 *base;
+  gsize cap;
+  guint8 *ptr;
+  gsize len;
+} Entry;
+
+struct _GnbdWriterConn {
+  struct nbd_handle *nbd;
+
+  /* Shared by the callback (any thread driving the handle) and the writer
+   * thread. */
+  GMutex lock;
+  Entry *ring;
+  guint ring_cap;
+  guint head;
+  guint count;
+  guint8 *spare;                /* one CHUNK_SIZE buffer kept for reuse */
+  gboolean eos;                 /* end-of-stream mark: shut down once empty */
+  gboolean shut;
+  gboolean failed;              /* drop and give back everything */
+  gboolean blocked;             /* the socket was full: wait for POLLOUT */
+
+  /* Under writer.lock: the thread works on it outside that lock. */
+  gboolean sending;
+};
+
+/* How one run of the task went: its GTask result. */
+typedef struct {
+  guint64 bytes;
+  guint64 sends;
+  guint64 wakeups;
+  guint conns_max;
+} WriterReport;
+
+static struct {
+  GMutex lock;
+  GCond cond;                   /* a send ended; a task ended */
+  GPtrArray *conns;             /* registered connections */
+  gboolean running;             /* a task runs or is about to */
+  guint live_tasks;             /* started, callback not yet run */
+  int wake_fd;
+  gint sleeping;                /* atomic: the thread is (about to be) in poll */
+} writer = { .wake_fd = -1 };
+
+/* ---- The queue (w->lock held) ------------------------------------------- */
+
+static Entry *
+ring_push (GnbdWriterConn *w)
+{
+  if (w->count == w->ring_cap) {
+    guint cap = w->ring_cap ? w->ring_cap * 2 : 64;
+    Entry *ring = g_new (Entry, cap);
+
+    for (guint i = 0; i < w->count; i++)
+      ring[i] = w->ring[(w->head + i) % w->ring_cap];
+    g_free (w->ring);
+    w->ring = ring;
+    w->ring_cap = cap;
+    w->head = 0;
+  }
+  return &w->ring[(w->head + w->count++) % w->ring_cap];
+}
+
+static void
+push_copy (GnbdWriterConn *w, const void *buf, gsize len)
+{
+  Entry *tail = w->count ? &w->ring[(w->head + w->count - 1) % w->ring_cap] : NULL;
+  Entry *e;
+
+  if (tail && tail->base && (gsize) (tail->base + tail->cap - (tail->ptr + tail->len)) >= len) {
+    memcpy (tail->ptr + tail->len, buf, len);
+    tail->len += len;
+    return;
+  }
+  e = ring_push (w);
+  e->cap = MAX (len, CHUNK_SIZE);
+  e->base = e->cap == CHUNK_SIZE && w->spare ? g_steal_pointer (&w->spare) : g_malloc (e->cap);
+  e->ptr = e->base;
+  memcpy (e->ptr, buf, len);
+  e->len = len;
+}
+
+static void
+push_lent (GnbdWriterConn *w, const void *buf, gsize len)
+{
+  Entry *e = ring_push (w);
+
+  e->base = NULL;
+  e->cap = 0;
+  e->ptr = (guint8 *) buf;
+  e->len = len;
+}
+
+static void
+entry_drop (GnbdWriterConn *w, Entry *e)
+{
+  if (e->base && e->cap == CHUNK_SIZE && !w->spare)
+    w->spare = e->base;
+  else
+    g_free (e->base);
+}
+
+/* Take @n sent bytes off the front; returns how many of them were lent. */
+static gsize
+consume (GnbdWriterConn *w, gsize n)
+{
+  gsize lent = 0;
+
+  while (n > 0) {
+    Entry *e = &w->ring[w->head];
+    gsize take = MIN (n, e->len);
+
+    if (!e->base)
+      lent += take;
+    e->ptr += take;
+    e->len -= take;
+    n -= take;
+    if (e->len == 0) {
+      entry_drop (w, e);
+      w->head = (w->head + 1) % w->ring_cap;
+      w->count--;
+    }
+  }
+  return lent;
+}
+
+/* Empty the queue; returns how many lent bytes it held. */
+static gsize
+drop_all (GnbdWriterConn *w)
+{
+  gsize lent = 0;
+
+  for (; w->count; w->count--, w->head = (w->head + 1) % w->ring_cap) {
+    Entry *e = &w->ring[w->head];
+
+    if (!e->base)
+      lent += e->len;
+    entry_drop (w, e);
+  }
+  return lent;
+}
+
+/* ---- Waking the thread ---------------------------------------------------- */
+
+/* The thread sets `sleeping` before it looks at the queues for the last
+ * time, and producers look at it after queuing: one of the two sees the
+ * other, so bytes never wait for a thread that did not see them. */
+static void
+writer_wake (void)
+{
+  if (g_atomic_int_compare_and_exchange (&writer.sleeping, 1, 0)) {
+    eventfd_t one = 1;
+
+    while (eventfd_write (writer.wake_fd, one) == -1 && errno == EINTR)
+      ;
+  }
+}
+
+/* The core's zero-copy writer callback: runs with the handle lock held, on
+ * whichever thread drives the handle.  Never blocks, never calls the core
+ * except to give back what a failed connection is lent. */
+static void
+writer_callback (void *data, const void *buf, size_t len, unsigned flags)
+{
+  GnbdWriterConn *w = data;
+  gsize give_back = 0;
+  gboolean wake;
+
+  g_mutex_lock (&w->lock);
+  if (w->failed)
+    give_back = (flags & LIBNBD_WRITER_LENT) ? len : 0;
+  else if (!buf)
+    w->eos = TRUE;
+  else if (flags & LIBNBD_WRITER_LENT)
+    push_lent (w, buf, len);
+  else
+    push_copy (w, buf, len);
+  /* A full socket is polled for POLLOUT already. */
+  wake = !w->failed && !w->blocked;
+  g_mutex_unlock (&w->lock);
+  if (give_back)
+    nbd_concurrent_writer_release (w->nbd, give_back);
+  if (wake)
+    writer_wake ();
+}
+
+/* ---- Sending -------------------------------------------------------------- */
+
+static void
+conn_fail (GnbdWriterConn *w, int err)
+{
+  gsize lent;
+
+  /* The core shuts the socket down and kills the connection; every lent
+   * payload must come back for the writes to complete. */
+  nbd_concurrent_writer_error (w->nbd, err);
+  g_mutex_lock (&w->lock);
+  w->failed = TRUE;
+  lent = drop_all (w);
+  g_mutex_unlock (&w->lock);
+  if (lent)
+    nbd_concurrent_writer_release (w->nbd, lent);
+}
+
+/* Send what @w has queued until it is empty, the socket is full, or
+ * MAX_ROUNDS sendmsg calls (the others wait their turn).  w->sending is
+ * set: the handle stays open meanwhile. */
+static void
+send_queued (GnbdWriterConn *w, WriterReport *report)
+{
+  for (int round = 0; round < MAX_ROUNDS; round++) {
+    struct iovec iov[MAX_IOV];
+    struct msghdr msg = { .msg_iov = iov };
+    gboolean shut = FALSE;
+    gsize lent;
+    ssize_t r;
+    int fd;
+
+    g_mutex_lock (&w->lock);
+    if (w->failed || w->blocked) {
+      g_mutex_unlock (&w->lock);
+      return;
+    }
+    for (guint i = 0; i < w->count && msg.msg_iovlen < MAX_IOV; i++) {
+      Entry *e = &w->ring[(w->head + i) % w->ring_cap];
+
+      iov[msg.msg_iovlen].iov_base = e->ptr;
+      iov[msg.msg_iovlen++].iov_len = e->len;
+    }
+    if (msg.msg_iovlen == 0 && w->eos && !w->shut)
+      shut = w->shut = TRUE;
+    g_mutex_unlock (&w->lock);
+
+    fd = nbd_aio_get_fd (w->nbd);
+    if (shut) {
+      /* Everything before the mark is out: now the server may see EOF. */
+      if (shutdown (fd, SHUT_WR) == -1 && errno != ENOTCONN)
+        conn_fail (w, errno);
+      return;
+    }
+    if (msg.msg_iovlen == 0)
+      return;
+    r = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    report->sends++;
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        g_mutex_lock (&w->lock);
+        w->blocked = TRUE;
+        g_mutex_unlock (&w->lock);
+        return;
+      }
+      conn_fail (w, errno);
+      return;
+    }
+    report->bytes += (guint64) r;
+    g_mutex_lock (&w->lock);
+    lent = consume (w, (gsize) r);
+    g_mutex_unlock (&w->lock);
+    /* Right after the send, before anything that could wait: the write
+     * completes only once its payload is back. */
+    if (lent)
+      nbd_concurrent_writer_release (w->nbd, lent);
+  }
+}
+
+static gboolean
+has_work (GnbdWriterConn *w)
+{
+  gboolean r;
+
+  g_mutex_lock (&w->lock);
+  r = !w->failed && !w->blocked && (w->count > 0 || (w->eos && !w->shut));
+  g_mutex_unlock (&w->lock);
+  return r;
+}
+
+/* ---- The task ------------------------------------------------------------- */
+
+static void
+writer_thread (GTask *task, gpointer source_object, gpointer task_data,
+               GCancellable *cancellable)
+{
+  WriterReport *report = g_new0 (WriterReport, 1);
+  g_autoptr (GPtrArray) work = g_ptr_array_new ();
+  g_autoptr (GPtrArray) polled = g_ptr_array_new ();
+  g_autoptr (GArray) pfds = g_array_new (FALSE, FALSE, sizeof (struct pollfd));
+  int poll_errno = 0;
+
+  for (;;) {
+    g_mutex_lock (&writer.lock);
+    if (writer.conns->len == 0) {
+      writer.running = FALSE;
+      g_mutex_unlock (&writer.lock);
+      break;
+    }
+    report->conns_max = MAX (report->conns_max, writer.conns->len);
+    g_atomic_int_set (&writer.sleeping, 1);
+    g_ptr_array_set_size (work, 0);
+    for (guint i = 0; i < writer.conns->len; i++) {
+      GnbdWriterConn *w = writer.conns->pdata[i];
+
+      if (has_work (w)) {
+        w->sending = TRUE;
+        g_ptr_array_add (work, w);
+      }
+    }
+    if (work->len) {
+      g_atomic_int_set (&writer.sleeping, 0);
+      g_mutex_unlock (&writer.lock);
+      for (guint i = 0; i < work->len; i++)
+        send_queued (work->pdata[i], report);
+      g_mutex_lock (&writer.lock);
+      for (guint i = 0; i < work->len; i++)
+        ((GnbdWriterConn *) work->pdata[i])->sending = FALSE;
+      g_cond_broadcast (&writer.cond);
+      g_mutex_unlock (&writer.lock);
+      continue;
+    }
+
+    /* Nothing to send: sleep until woken, or until a full socket drains. */
+    g_array_set_size (pfds, 0);
+    g_ptr_array_set_size (polled, 0);
+    g_array_append_val (pfds, ((struct pollfd) { .fd = writer.wake_fd, .events = POLLIN }));
+    for (guint i = 0; i < writer.conns->len; i++) {
+      GnbdWriterConn *w = writer.conns->pdata[i];
+      gboolean blocked;
+
+      g_mutex_lock (&w->lock);
+      blocked = w->blocked && !w->failed;
+      g_mutex_unlock (&w->lock);
+      if (blocked) {
+        g_array_append_val (pfds, ((struct pollfd) { .fd = nbd_aio_get_fd (w->nbd),
+                                                     .events = POLLOUT }));
+        g_ptr_array_add (polled, w);
+      }
+    }
+    g_mutex_unlock (&writer.lock);
+
+    if (poll ((struct pollfd *) pfds->data, pfds->len, -1) == -1 && errno != EINTR) {
+      poll_errno = errno;
+      break;
+    }
+    report->wakeups++;
+    g_atomic_int_set (&writer.sleeping, 0);
+    if (g_array_index (pfds, struct pollfd, 0).revents) {
+      eventfd_t v;
+
+      (void) eventfd_read (writer.wake_fd, &v);
+    }
+    /* The polled connections may have gone meanwhile: only those still
+     * registered are touched. */
+    g_mutex_lock (&writer.lock);
+    for (guint i = 0; i < polled->len; i++) {
+      GnbdWriterConn *w = polled->pdata[i];
+
+      if (g_array_index (pfds, struct pollfd, i + 1).revents &&
+          g_ptr_array_find (writer.conns, w, NULL)) {
+        g_mutex_lock (&w->lock);
+        w->blocked = FALSE;
+        g_mutex_unlock (&w->lock);
+      }
+    }
+    g_mutex_unlock (&writer.lock);
+  }
+
+  if (poll_errno) {
+    /* Cannot happen short of a broken system; then every connection
+     * fails rather than hang, and the task reports why. */
+    g_mutex_lock (&writer.lock);
+    for (guint i = 0; i < writer.conns->len; i++)
+      conn_fail (writer.conns->pdata[i], poll_errno);
+    writer.running = FALSE;
+    g_mutex_unlock (&writer.lock);
+    g_free (report);
+    g_task_return_new_error (task, G_IO_ERROR, g_io_error_from_errno (poll_errno),
+                             "gnbd's writer task stopped: poll: %s", g_strerror (poll_errno));
+    return;
+  }
+  g_task_return_pointer (task, report, g_free);
+}
+
+static gboolean writer_task_start (gpointer data);
+
+/* On the I/O thread, where the task was made: how the run went. */
+static void
+writer_task_done (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  WriterReport *report = g_task_propagate_pointer (G_TASK (result), &error);
+  gboolean restart;
+
+  if (report)
+    g_debug ("writer task ended, no connection left: %" G_GUINT64_FORMAT " bytes in %"
+             G_GUINT64_FORMAT " sendmsg calls, %" G_GUINT64_FORMAT " wake-ups, up to %u "
+             "connections", report->bytes, report->sends, report->wakeups, report->conns_max);
+  else
+    g_warning ("%s", error->message);
+  g_free (report);
+
+  g_mutex_lock (&writer.lock);
+  writer.live_tasks--;
+  /* A task that failed left connections behind: serve them again. */
+  restart = !writer.running && writer.conns->len > 0;
+  if (restart) {
+    writer.running = TRUE;
+    writer.live_tasks++;
+  }
+  g_cond_broadcast (&writer.cond);
+  g_mutex_unlock (&writer.lock);
+  if (restart)
+    writer_task_start (NULL);
+}
+
+static gboolean
+writer_task_start (gpointer data)
+{
+  GTask *task = g_task_new (NULL, NULL, writer_task_done, NULL);
+
+  g_task_set_source_tag (task, writer_task_start);
+  g_task_set_name (task, "[gnbd] writer");
+  g_task_run_in_thread (task, writer_thread);
+  g_object_unref (task);
+  return G_SOURCE_REMOVE;
+}
+
+/* ---- Registration --------------------------------------------------------- */
+
+GnbdWriterConn *
+gnbd_writer_conn_new (struct nbd_handle *nbd)
+{
+  GnbdWriterConn *w = g_new0 (GnbdWriterConn, 1);
+  gboolean start = FALSE;
+
+  g_mutex_init (&w->lock);
+  w->nbd = nbd;
+  if (nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
+    g_mutex_clear (&w->lock);
+    g_free (w);
+    return NULL;
+  }
+  g_mutex_lock (&writer.lock);
+  if (!writer.conns) {
+    writer.conns = g_ptr_array_new ();
+    writer.wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (writer.wake_fd == -1)
+      g_error ("gnbd: eventfd: %s", g_strerror (errno));
+  }
+  g_ptr_array_add (writer.conns, w);
+  if (!writer.running) {
+    writer.running = TRUE;
+    writer.live_tasks++;
+    start = TRUE;
+  }
+  g_mutex_unlock (&writer.lock);
+  /* The task is made on the I/O thread so that its result comes back
+   * there, whatever thread connects. */
+  if (start)
+    gnbd_io_schedule (writer_task_start, NULL, NULL);
+  return w;
+}
+
+void
+gnbd_writer_conn_free (GnbdWriterConn *w)
+{
+  gsize lent;
+
+  g_mutex_lock (&writer.lock);
+  g_ptr_array_remove_fast (writer.conns, w);
+  while (w->sending)
+    g_cond_wait (&writer.cond, &writer.lock);
+  g_mutex_unlock (&writer.lock);
+  /* The thread may be asleep with nothing left to serve: it must see that
+   * and end. */
+  writer_wake ();
+
+  g_mutex_lock (&w->lock);
+  lent = drop_all (w);
+  g_mutex_unlock (&w->lock);
+  if (lent)
+    nbd_concurrent_writer_release (w->nbd, lent);
+  g_free (w->ring);
+  g_free (w->spare);
+  g_mutex_clear (&w->lock);
+  g_free (w);
+}
+
+gboolean
+gnbd_writer_wait_stopped (gint64 timeout_us)
+{
+  gint64 end = g_get_monotonic_time () + timeout_us;
+  gboolean r;
+
+  g_mutex_lock (&writer.lock);
+  while ((writer.running || writer.live_tasks > 0) &&
+         g_cond_wait_until (&writer.cond, &writer.lock, end))
+    ;
+  r = !writer.running && writer.live_tasks == 0;
+  g_mutex_unlock (&writer.lock);
+  return r;
+}

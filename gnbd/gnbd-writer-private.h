@@ -1,0 +1,28 @@
+/* gnbd-writer-private.h: the process's writer task (gnbd-writer.c).
+ * Never installed. */
+#pragma once
+
+#include <glib.h>
+
+struct nbd_handle;
+
+G_BEGIN_DECLS
+
+typedef struct _GnbdWriterConn GnbdWriterConn;
+
+/* Make @nbd (newly created) send through the writer task: sets the core's
+ * zero-copy writer on it and registers it, starting the task if it is not
+ * running.  NULL with the core's error set if the core refused. */
+GnbdWriterConn *gnbd_writer_conn_new (struct nbd_handle *nbd);
+
+/* Stop serving @w and free it: waits for a send in progress on it (never
+ * more than one non-blocking sendmsg), drops what is queued and gives every
+ * lent byte back.  The writer never touches the handle afterwards, so the
+ * caller may nbd_close it.  The task ends once no connection is left. */
+void gnbd_writer_conn_free (GnbdWriterConn *w);
+
+/* For tests: wait until no writer task is running or starting, at most
+ * @timeout_us; TRUE if it got there. */
+gboolean gnbd_writer_wait_stopped (gint64 timeout_us);
+
+G_END_DECLS
