@@ -13,6 +13,8 @@
 #define GNBD_TESTS_GNBD_TEST_H
 
 #include <dirent.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +25,7 @@
 #include <gnbd/gnbd.h>
 
 #include "servers.h"
+#include "tls-material.h"
 
 /* Every wait of the tests is bounded by this (a loaded 2-core machine
  * under TSan is ten times slower): a bound, never a performance claim. */
@@ -185,6 +188,33 @@ gt_pattern (gsize n, guint8 seed)
   for (gsize i = 0; i < n; i++)
     p[i] = (guint8) (seed + i * 7 + (i >> 9));
   return g_bytes_new_take (p, n);
+}
+
+/* ---- nbdkit's pause filter ---------------------------------------------- */
+
+/* A path for a pause-control socket (the caller frees it). */
+static inline char *
+gt_pause_path (const char *name)
+{
+  return g_build_filename (servers_scratch_dir (), name, NULL);
+}
+
+/* Send @cmd ('p' or 'r') to nbdkit's pause filter and wait for its
+ * answer ('P' once every request received before is done, or 'R'). */
+static inline void
+gt_pause_control (const char *path, char cmd)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  char answer = 0;
+
+  g_assert_cmpint (fd, >=, 0);
+  g_strlcpy (sun.sun_path, path, sizeof sun.sun_path);
+  g_assert_cmpint (connect (fd, (struct sockaddr *) &sun, sizeof sun), ==, 0);
+  g_assert_cmpint (write (fd, &cmd, 1), ==, 1);
+  g_assert_cmpint (read (fd, &answer, 1), ==, 1);
+  g_assert_cmpint (answer, ==, g_ascii_toupper (cmd));
+  close (fd);
 }
 
 #endif /* GNBD_TESTS_GNBD_TEST_H */
