@@ -291,7 +291,10 @@ main (int argc, char *argv[])
   gnbd_client_connect_uri_async (copy.dst, argv[2], NULL, connect_done, &copy);
   g_main_loop_run (copy.loop);
 
-  /* Close both ends cleanly; a failure here is worth knowing about too. */
+  /* Close both ends cleanly (the destination's writes are flushed and
+   * acknowledged by now); a failure here is worth knowing about too. */
+  if (copy.error == NULL && !gnbd_client_shutdown (copy.src, NULL, &copy.error))
+    g_prefix_error (&copy.error, "%s: ", argv[1]);
   if (copy.error == NULL && !gnbd_client_shutdown (copy.dst, NULL, &copy.error))
     g_prefix_error (&copy.error, "%s: ", argv[2]);
   g_object_unref (copy.src);

@@ -170,10 +170,12 @@ pass_fuzz () {
 bindings_suites=(bindings docs vala gnbd-examples install)
 pass_bindings () {
   local suites=() s
-  setup build-bindings -Dwerror=true -Dgnbd=enabled -Dintrospection=enabled -Ddocs=enabled -Dvapi=enabled || return
+  setup build-bindings -Dwerror=true -Dtls=enabled -Dgnbd=enabled -Dintrospection=enabled \
+    -Ddocs=enabled -Dvapi=enabled || return
   meson compile -C build-bindings || return
   for s in "${bindings_suites[@]}"; do suites+=(--suite "$s"); done
-  run_tests build-bindings bindings --timeout-multiplier 2 "${suites[@]}"
+  required_suites="${bindings_suites[*]}" run_tests build-bindings bindings --timeout-multiplier 2 \
+    "${suites[@]}"
 }
 
 main () {
