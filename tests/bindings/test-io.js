@@ -87,6 +87,16 @@ t.test('pwrite, pread, flush, trim, zero, cache', () => {
     c.shutdown(null);
 });
 
+t.test('the same with the writer off', () => {
+    const c = new Gnbd.Client({concurrent_writer: false});
+    c.connect_uri(t.uri('rw'), null);
+    const payload = new Uint8Array(8192).map((_, i) => (i * 3) & 0xff);
+    equal(c.pwrite(payload, 4096, NONE, null), true, 'pwrite');
+    check(t.sameBytes(c.pread(4096, payload.length, NONE, null), payload), 'read back');
+    equal(c.flush(NONE, null), true, 'flush');
+    c.shutdown(null);
+});
+
 t.test('block_status returns extents', () => {
     const c = t.connect('rw');
     // The memory plugin maps in 32 KiB pages: data, hole, data, hole...

@@ -97,6 +97,17 @@ def pwrite_pread_flush_trim_zero_cache():
 
 
 @case
+def the_same_with_the_writer_off():
+    c = Gnbd.Client(concurrent_writer=False)
+    c.connect_uri(t.uri("rw"), None)
+    payload = bytes(range(256)) * 32
+    equal(c.pwrite(GLib.Bytes.new(payload), 4096, NONE, None), True, "pwrite")
+    equal(c.pread(4096, len(payload), NONE, None).get_data(), payload, "read back")
+    equal(c.flush(NONE, None), True, "flush")
+    c.shutdown(None)
+
+
+@case
 def block_status_returns_extents():
     c = t.connect("rw")
     # The memory plugin maps in 32 KiB pages: data, hole, data, hole...

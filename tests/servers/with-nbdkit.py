@@ -17,6 +17,10 @@ connections (its pid file is written; 10 s at most).  The command then gets, for
   - the environment NBD_URI_NAME, NBD_SOCKET_NAME and NBD_PID_NAME (NAME in
     upper case), so a test can also connect by path, or kill the server by
     its PID to see what a client makes of that.
+If any server's ARGS name @psk@, a TLS pre-shared key file is made first
+("gnbd:" and a fresh random key, nbdkit's --tls-psk format), @psk@ in the
+server's and the command's arguments becomes its path, and the command gets
+it in NBD_PSK_FILE (user name "gnbd").
 With --expect, the command's standard output is captured, echoed, and must
 match every REGEX (re.MULTILINE); a miss fails the run.  The exit status is
 the command's (1 for a missed --expect, 77 -- skip -- if nbdkit is missing).
@@ -31,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import secrets
 import tempfile
 import time
 
@@ -38,15 +43,28 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
+def scratch_dir(prefix):
+    base = os.environ.get("LIBNBD_CORE_TEST_TMP") or os.environ.get("TMPDIR") or "/tmp"
+    os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def make_psk():
+    """A private directory holding a PSK file; returns (directory, file)."""
+    d = scratch_dir("nbdkit-psk-")
+    path = os.path.join(d, "keys.psk")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("gnbd:%s\n" % secrets.token_hex(32))
+    return d, path
+
+
 class Server:
-    def __init__(self, name, args):
+    def __init__(self, name, args, psk):
         self.name = name
-        self.args = shlex.split(args)
+        self.args = [a.replace("@psk@", psk or "@psk@") for a in shlex.split(args)]
         self.proc = None
-        base = (os.environ.get("LIBNBD_CORE_TEST_TMP")
-                or os.environ.get("TMPDIR") or "/tmp")
-        os.makedirs(base, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="nbdkit-%s-" % name, dir=base)
+        self.dir = scratch_dir("nbdkit-%s-" % name)
         self.sock = os.path.join(self.dir, "sock")
         self.uri = "nbd+unix:///?socket=" + self.sock
 
@@ -119,10 +137,15 @@ def main():
     # meson stops a test that times out with SIGTERM: stop the servers too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     servers = []
+    psk_dir = psk = None
     try:
         env = dict(os.environ)
+        if any("@psk@" in args for _, args in specs):
+            psk_dir, psk = make_psk()
+            env["NBD_PSK_FILE"] = psk
+            command = [a.replace("@psk@", psk) for a in command]
         for name, args in specs:
-            s = Server(name, args)
+            s = Server(name, args, psk)
             servers.append(s)
             s.start()
             env["NBD_URI_" + name.upper()] = s.uri
@@ -144,6 +167,8 @@ def main():
     finally:
         for s in servers:
             s.stop()
+        if psk_dir:
+            shutil.rmtree(psk_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
