@@ -1,9 +1,10 @@
 #!/bin/bash
 # bench/run.sh: build what the benchmark needs and run it all; writes
 # bench/RESULTS.md (machine, versions, date, the throughput tables, the
-# deterministic figures).  About eight and a half minutes on 2 cores (the
-# transports: Unix socket and TCP on 127.0.0.1; one connection and
-# multi-conn 4; no writer, the copying writer and the zero-copy writer).
+# deterministic figures), then gnbd's section (bench/gnbd.sh).  About twelve
+# minutes on 2 cores (the transports: Unix socket and TCP on 127.0.0.1; one
+# connection and multi-conn 4; no writer, the copying writer and the
+# zero-copy writer; then gnbd, about four of the twelve).
 #
 #   bash bench/run.sh            the full run
 #   bash bench/run.sh --quick    a short smoke run of the same steps
@@ -26,4 +27,6 @@ targets=(bench/bench-core bench/sink-server bench/ceiling)
 pkg-config --exists libnbd && targets+=(bench/bench-libnbd)
 ninja -C "$build" "${targets[@]}" >/dev/null
 
-BENCH_BUILD=$(realpath "$build") exec python3 bench/run.py "$@"
+BENCH_BUILD=$(realpath "$build") python3 bench/run.py "$@"
+# Then gnbd's rows: a section of the same file (bench/gnbd.sh).
+BENCH_BUILD=$(realpath "$build") bash bench/gnbd.sh "$@" --command "bash bench/run.sh"

@@ -33,7 +33,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
 # The passes that work today.  A later issue enables one by adding it here.
-default_passes=(asan tsan valgrind fuzz)
+default_passes=(asan tsan valgrind fuzz bindings)
 
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1
 export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
@@ -187,6 +187,24 @@ pass_fuzz () {
   fi
   echo "fuzz-run: no crash, leak or timeout"
   total_pass=$((total_pass + 1))
+}
+
+# gnbd through its bindings: GJS and Python cannot load a sanitizer-built
+# library ("ASan runtime does not come first"), so they get a build of their
+# own, without a sanitizer, where introspection, the reference and the VAPI
+# are required (enabled, not auto: a missing tool fails the pass).  Runs the
+# GJS and Python tests, `gi-docgen check`, the Vala program, the gnbd
+# examples (C, GJS, Python) and the install checks (pkg-config gnbd-1.0,
+# the typelib from /usr/bin/python3).
+bindings_suites=(bindings docs vala gnbd-examples install)
+pass_bindings () {
+  local suites=() s
+  setup build-bindings -Dwerror=true -Dtls=enabled -Dgnbd=enabled -Dintrospection=enabled \
+    -Ddocs=enabled -Dvapi=enabled || return
+  meson compile -C build-bindings || return
+  for s in "${bindings_suites[@]}"; do suites+=(--suite "$s"); done
+  required_suites="${bindings_suites[*]}" run_tests build-bindings bindings --timeout-multiplier 2 \
+    "${suites[@]}"
 }
 
 main () {
