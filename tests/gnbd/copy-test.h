@@ -218,22 +218,38 @@ ct_log_wait (const char *path, const char *word, guint n)
   g_assert_cmpuint (got, ==, n);
 }
 
-/* Whether a read in nbdkit's log file @path ("connection=1 Read id=N
- * offset=0x.. count=0x.. ...") touches [offset, + length). */
-static inline gboolean
-ct_log_read_touches (const char *path, guint64 offset, guint64 length)
+/* The size of nbdkit's log file @path now: what ct_log_touches may skip. */
+static inline gsize
+ct_log_mark (const char *path)
 {
   g_autofree char *text = NULL;
-  g_auto (GStrv) lines = NULL;
+  gsize n;
 
-  g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
-  lines = g_strsplit (text, "\n", -1);
+  g_assert_true (g_file_get_contents (path, &text, &n, NULL));
+  return n;
+}
+
+/* Whether a request @verb ("Read", "Write", "Zero") in nbdkit's log file
+ * @path ("connection=1 Read id=N offset=0x.. count=0x.. ...") after the
+ * first @since bytes touches [offset, + length). */
+static inline gboolean
+ct_log_touches (const char *path, gsize since, const char *verb, guint64 offset,
+                guint64 length)
+{
+  g_autofree char *text = NULL;
+  g_autofree char *key = g_strdup_printf (" %s id=", verb);
+  g_auto (GStrv) lines = NULL;
+  gsize n;
+
+  g_assert_true (g_file_get_contents (path, &text, &n, NULL));
+  g_assert_cmpuint (n, >=, since);
+  lines = g_strsplit (text + since, "\n", -1);
   for (guint i = 0; lines[i]; i++) {
     const char *o = strstr (lines[i], " offset=0x"), *c = strstr (lines[i], " count=0x");
     guint64 ro, rc;
 
     /* The request's line; its answer is "...Read id=N return=..". */
-    if (!strstr (lines[i], " Read id=") || !o || !c)
+    if (!strstr (lines[i], key) || !o || !c)
       continue;
     ro = g_ascii_strtoull (o + strlen (" offset=0x"), NULL, 16);
     rc = g_ascii_strtoull (c + strlen (" count=0x"), NULL, 16);
