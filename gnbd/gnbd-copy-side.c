@@ -300,7 +300,6 @@ file_open (GnbdSide *side, gboolean size_known, guint64 size)
 
   if (S_ISREG (st.st_mode)) {
     side->fd = fd;
-    side->regular = TRUE;
     side->can_zero = TRUE;
     if (side->is_source) {
       side->size_known = TRUE;
