@@ -70,6 +70,7 @@ struct _GnbdConn {
   GCancellable *connect_cancellable;
   gulong connect_cancel_id;
   GQueue failed;                /* Requests to classify, with a ref each */
+  gint n_failed;                /* atomic: its length, read without the lock */
   GPtrArray *shutdown_waits;    /* ShutdownWait */
   int users;                    /* callers inside a core call (conn_enter) */
   gboolean torn_down;           /* nothing new starts */
@@ -79,6 +80,7 @@ struct _GnbdConn {
   char *end_message;
 
   /* I/O thread only. */
+  gboolean announced;           /* conn_ready ran */
   gboolean closing_handle;      /* nbd_close runs: .free returns tasks */
   GPtrArray *exports;           /* list mode */
   gboolean list_issued;
@@ -244,15 +246,10 @@ handle_ended (struct nbd_handle *nbd)
 static void
 conn_after_call (GnbdConn *conn)
 {
-  gboolean failed;
-
   if (!conn->settings.concurrent_writer &&
       (nbd_aio_get_direction (conn->nbd) & LIBNBD_AIO_DIRECTION_WRITE))
     gnbd_io_wakeup ();
-  pthread_mutex_lock (&conn->lock);
-  failed = !g_queue_is_empty (&conn->failed);
-  pthread_mutex_unlock (&conn->lock);
-  if (failed || handle_ended (conn->nbd))
+  if (g_atomic_int_get (&conn->n_failed) || handle_ended (conn->nbd))
     conn_poke (conn);
 }
 
@@ -319,11 +316,13 @@ connect_error (int err, const char *msg, gboolean before_socket)
 {
   const char *m = msg ? msg : g_strerror (err);
 
+  /* libnbd-core reports the server's NBD_REP_ERR_TLS_REQD as ENOTSUP, as
+   * libnbd does; only its message tells it from other refusals. */
   if (msg && strstr (msg, "TLS is required by the server"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_REQUIRED,
-                        "The NBD server requires TLS and the client did not offer it (%s): set "
-                        "the client's tls property to GNBD_TLS_REQUIRE with tls-certificates or "
-                        "tls-psk-file, or connect with an nbds:// URI", m);
+                        "The NBD server requires TLS, and the client did not offer it: set the "
+                        "client's tls property to GNBD_TLS_REQUIRE (or GNBD_TLS_ALLOW) with "
+                        "tls-certificates or tls-psk-file, or connect with an nbds:// URI");
   if (msg && strstr (msg, "TLS"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_FAILED,
                         "TLS negotiation with the NBD server failed: %s (%s)", m,
@@ -405,12 +404,15 @@ attach_source (GnbdConn *conn)
     g_source_unref (source);
     return;
   }
-  conn->source = source;
+  /* conn->source is the connection's reference, which the I/O thread may
+   * drop as soon as the source is attached: this call keeps its own. */
+  conn->source = g_source_ref (source);
   pthread_mutex_unlock (&conn->lock);
   g_source_attach (source, gnbd_io_context ());
   /* The core may have gone through the whole handshake inside the
    * connect call already: nothing would come to read. */
   gnbd_io_source_poke (source);
+  g_source_unref (source);
 }
 
 typedef struct {
@@ -813,6 +815,7 @@ request_completed (void *data, int *error)
     r->err = *error;
     pthread_mutex_lock (&conn->lock);
     g_queue_push_tail (&conn->failed, request_ref (r));
+    g_atomic_int_inc (&conn->n_failed);
     pthread_mutex_unlock (&conn->lock);
     if (!gnbd_io_in_thread ())
       conn_poke (conn);
@@ -1002,9 +1005,8 @@ drain_failed (GnbdConn *conn)
   guint n;
   gboolean ended;
 
-  pthread_mutex_lock (&conn->lock);
-  n = conn->failed.length;
-  pthread_mutex_unlock (&conn->lock);
+  /* Every dispatch comes here: no lock while there is nothing. */
+  n = (guint) g_atomic_int_get (&conn->n_failed);
   if (n == 0)
     return;
   if (conn->nbd) {
@@ -1018,6 +1020,7 @@ drain_failed (GnbdConn *conn)
 
     pthread_mutex_lock (&conn->lock);
     r = g_queue_pop_head (&conn->failed);
+    g_atomic_int_add (&conn->n_failed, -1);
     pthread_mutex_unlock (&conn->lock);
     if (request_claim (r))
       request_fail (r, r->err, "server", NULL, ended);
@@ -1303,8 +1306,10 @@ io_dispatch (gpointer data, GIOCondition revents)
     g_source_unref (source);
     return G_SOURCE_REMOVE;
   }
-  if (nbd_aio_is_ready (nbd))
+  if (!conn->announced && nbd_aio_is_ready (nbd)) {
+    conn->announced = TRUE;
     conn_ready (conn);
+  }
   else if (conn->list_mode && nbd_aio_is_negotiating (nbd))
     list_step (conn);
   return G_SOURCE_CONTINUE;
