@@ -35,6 +35,7 @@ static const struct {
   { "info", gt_info_main },
   { "list", gt_list_main },
   { "map", gt_map_main },
+  { "copy", gt_copy_main },
 };
 
 int
