@@ -59,7 +59,7 @@ word_free (gpointer p)
 static GtWord *
 read_group (int argc, char **argv, int *i)
 {
-  GPtrArray *cmd = g_ptr_array_new ();
+  GPtrArray *cmd = g_ptr_array_new_with_free_func (g_free);
   GString *text = g_string_new ("[");
   int depth = 1;
   GtWord *w;
