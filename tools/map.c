@@ -165,8 +165,8 @@ print_totals (Map *m)
       printf (" }");
     }
     else
-      printf ("%10" G_GUINT64_FORMAT "  %5.1f%%  %3u%s%s\n", bytes, percent, type,
-              d ? "  " : "", d ? d : "");
+      printf ("%10" G_GUINT64_FORMAT " %5.1f%% %3u%s%s\n", bytes, percent, type,
+              d ? " " : "", d ? d : "");
   }
   m->n_printed = n;
 }
@@ -184,7 +184,14 @@ map_export (Map *m, GnbdClient *c, GError **error)
     guint64 start = offset;
 
     if (!extents) {
-      g_prefix_error (error, "block status at offset %" G_GUINT64_FORMAT ": ", offset);
+      /* Refused before anything was sent: the context was not agreed. */
+      if (offset == 0 && g_error_matches (*error, GNBD_ERROR, GNBD_ERROR_NOT_SUPPORTED)) {
+        g_clear_error (error);
+        g_set_error (error, GNBD_ERROR, GNBD_ERROR_NOT_SUPPORTED,
+                     "the server does not offer metadata context \"%s\"", m->context);
+      }
+      else
+        g_prefix_error (error, "block status at offset %" G_GUINT64_FORMAT ": ", offset);
       return FALSE;
     }
     for (guint i = 0; i < extents->len && offset < end; i++) {
