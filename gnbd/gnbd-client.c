@@ -13,12 +13,14 @@
  * client (GDBusConnection's rule).  They are never emitted from the I/O or
  * writer threads.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "gnbd-client.h"
 #include "gnbd-conn-private.h"
 #include "gnbd-enum-types.h"
 #include "gnbd-error.h"
+#include "gnbd-tsan-private.h"
 
 /**
  * GnbdClient:
@@ -64,7 +66,7 @@ struct _GnbdClient {
 
   /* Protects everything below: properties are read and written from any
    * thread, and the connection's callbacks run on the I/O thread. */
-  GMutex lock;
+  pthread_mutex_t lock;
   GnbdSettings settings;
   GnbdFacts facts;
   enum { STATE_IDLE, STATE_CONNECTING, STATE_CONNECTED, STATE_CLOSED } state;
@@ -136,6 +138,7 @@ emission_free (gpointer data)
 {
   Emission *e = data;
 
+  GNBD_TAKEOVER (e);
   g_weak_ref_clear (&e->client);
   g_clear_error (&e->error);
   g_free (e);
@@ -145,8 +148,10 @@ static gboolean
 emission_run (gpointer data)
 {
   Emission *e = data;
-  GnbdClient *self = g_weak_ref_get (&e->client);
+  GnbdClient *self;
 
+  GNBD_TAKEOVER (e);
+  self = g_weak_ref_get (&e->client);
   if (!self)
     return G_SOURCE_REMOVE;
   g_object_freeze_notify (G_OBJECT (self));
@@ -172,6 +177,7 @@ emission_post (GnbdClient *self, Emission *e)
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
   g_source_set_callback (source, emission_run, e, emission_free);
   g_source_set_static_name (source, "[gnbd] client notifications");
+  GNBD_HANDOFF (e);
   g_source_attach (source, self->context);
   g_source_unref (source);
 }
@@ -290,7 +296,7 @@ on_conn_ready (GnbdConn *conn, GnbdFacts *facts, gpointer data)
     return;
   }
   e = emission_new (self);
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   if (self->conn == conn && self->state == STATE_CONNECTING) {
     facts_diff (e, &self->facts, facts);
     gnbd_facts_clear (&self->facts);
@@ -299,7 +305,7 @@ on_conn_ready (GnbdConn *conn, GnbdFacts *facts, gpointer data)
     self->state = STATE_CONNECTED;
     emission_add (e, PROP_CONNECTED);
   }
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
   gnbd_facts_clear (facts);
   g_free (facts);
   emission_post (self, e);
@@ -318,7 +324,7 @@ on_conn_closed (GnbdConn *conn, GError *error, gpointer data)
     return;
   }
   e = emission_new (self);
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   /* A connect that failed leaves the client as if never connected, so
    * that it may try again; only an established connection "closes". */
   if (self->conn == conn && self->state == STATE_CONNECTING)
@@ -332,7 +338,7 @@ on_conn_closed (GnbdConn *conn, GError *error, gpointer data)
     e->error = error;
     error = NULL;
   }
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
   g_clear_error (&error);
   emission_post (self, e);
   g_object_unref (self);
@@ -345,7 +351,7 @@ connected_conn (GnbdClient *self, GTask *task)
 {
   GnbdConn *conn = NULL;
 
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   switch (self->state) {
   case STATE_CONNECTED:
     conn = gnbd_conn_ref (self->conn);
@@ -368,7 +374,7 @@ connected_conn (GnbdClient *self, GTask *task)
                                "to send more requests");
     break;
   }
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
   return conn;
 }
 
@@ -419,9 +425,9 @@ gnbd_client_dispose (GObject *object)
 
   /* Any thread, maybe the I/O thread inside a callback of this very
    * connection: gnbd_conn_close only schedules the work there. */
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   conn = g_steal_pointer (&self->conn);
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
   if (conn) {
     gnbd_conn_close (conn);
     gnbd_conn_unref (conn);
@@ -434,11 +440,15 @@ gnbd_client_finalize (GObject *object)
 {
   GnbdClient *self = GNBD_CLIENT (object);
 
+  /* Maybe on another thread than the last set_property: the lock orders
+   * them (for ThreadSanitizer too, which does not see GObject's refcount). */
+  pthread_mutex_lock (&self->lock);
   gnbd_settings_clear (&self->settings);
   gnbd_facts_clear (&self->facts);
   g_clear_error (&self->close_error);
+  pthread_mutex_unlock (&self->lock);
   g_main_context_unref (self->context);
-  g_mutex_clear (&self->lock);
+  pthread_mutex_destroy (&self->lock);
   G_OBJECT_CLASS (gnbd_client_parent_class)->finalize (object);
 }
 
@@ -449,7 +459,7 @@ gnbd_client_get_property (GObject *object, guint prop_id, GValue *value, GParamS
   GnbdSettings *s = &self->settings;
   GnbdFacts *f = &self->facts;
 
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   switch (prop_id) {
   case PROP_EXPORT_NAME: g_value_set_string (value, s->export_name); break;
   case PROP_TLS: g_value_set_enum (value, s->tls); break;
@@ -487,7 +497,7 @@ gnbd_client_get_property (GObject *object, guint prop_id, GValue *value, GParamS
   default:
     G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
   }
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
 }
 
 /* Sets a string setting; TRUE if it changed. */
@@ -511,7 +521,7 @@ gnbd_client_set_property (GObject *object, guint prop_id, const GValue *value,
   GnbdSettings *s = &self->settings;
   gboolean changed = FALSE;
 
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   switch (prop_id) {
   case PROP_EXPORT_NAME:
     /* NULL would mean nothing the protocol knows: it is the default "". */
@@ -554,7 +564,7 @@ gnbd_client_set_property (GObject *object, guint prop_id, const GValue *value,
   default:
     G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
   }
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
   if (changed)
     g_object_notify_by_pspec (object, pspec);
 }
@@ -865,7 +875,7 @@ gnbd_client_class_init (GnbdClientClass *klass)
 static void
 gnbd_client_init (GnbdClient *self)
 {
-  g_mutex_init (&self->lock);
+  pthread_mutex_init (&self->lock, NULL);
   self->context = g_main_context_ref_thread_default ();
   self->settings.export_name = g_strdup ("");
   self->settings.tls = GNBD_TLS_DISABLE;
@@ -915,9 +925,9 @@ connect_start (GnbdClient *self, GnbdConnectKind kind, const char *a, const char
   g_weak_ref_init (&link->client, self);
   events.data = link;
 
-  g_mutex_lock (&self->lock);
+  pthread_mutex_lock (&self->lock);
   if (self->state == STATE_CONNECTING || self->state == STATE_CONNECTED) {
-    g_mutex_unlock (&self->lock);
+    pthread_mutex_unlock (&self->lock);
     client_link_free (link);
     if (self->state == STATE_CONNECTED)
       g_task_return_new_error (task, GNBD_ERROR, GNBD_ERROR_INVALID,
@@ -934,7 +944,7 @@ connect_start (GnbdClient *self, GnbdConnectKind kind, const char *a, const char
   self->conn = gnbd_conn_ref (conn);
   self->state = STATE_CONNECTING;
   g_clear_error (&self->close_error);
-  g_mutex_unlock (&self->lock);
+  pthread_mutex_unlock (&self->lock);
 
   if (old) {
     gnbd_conn_close (old);
@@ -950,6 +960,7 @@ connect_finish (GnbdClient *self, GAsyncResult *result, gpointer tag, GError **e
 {
   g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == tag, FALSE);
+  GNBD_TAKEOVER (result);
   return g_task_propagate_boolean (G_TASK (result), error);
 }
 
@@ -1326,9 +1337,9 @@ gnbd_client_list_exports_async (GnbdClient *self, const char *uri, GCancellable 
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, gnbd_client_list_exports_async);
   if (!g_task_return_error_if_cancelled (task)) {
-    g_mutex_lock (&self->lock);
+    pthread_mutex_lock (&self->lock);
     gnbd_settings_copy (&settings, &self->settings);
-    g_mutex_unlock (&self->lock);
+    pthread_mutex_unlock (&self->lock);
     gnbd_conn_list_exports (&settings, uri, task);
     gnbd_settings_clear (&settings);
   }
@@ -1352,6 +1363,7 @@ gnbd_client_list_exports_finish (GnbdClient *self, GAsyncResult *result, GError 
   g_return_val_if_fail (g_task_is_valid (result, self), NULL);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
                         gnbd_client_list_exports_async, NULL);
+  GNBD_TAKEOVER (result);
   return g_task_propagate_pointer (G_TASK (result), error);
 }
 
@@ -1409,6 +1421,7 @@ request_finish_boolean (GnbdClient *self, GAsyncResult *result, gpointer tag, GE
 {
   g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == tag, FALSE);
+  GNBD_TAKEOVER (result);
   return g_task_propagate_boolean (G_TASK (result), error);
 }
 
@@ -1452,6 +1465,7 @@ gnbd_client_pread_finish (GnbdClient *self, GAsyncResult *result, GError **error
   g_return_val_if_fail (g_task_is_valid (result, self), NULL);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == gnbd_client_pread_async,
                         NULL);
+  GNBD_TAKEOVER (result);
   return g_task_propagate_pointer (G_TASK (result), error);
 }
 
@@ -1869,6 +1883,7 @@ gnbd_client_block_status_finish (GnbdClient *self, GAsyncResult *result, GError 
   g_return_val_if_fail (g_task_is_valid (result, self), NULL);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
                         gnbd_client_block_status_async, NULL);
+  GNBD_TAKEOVER (result);
   return g_task_propagate_pointer (G_TASK (result), error);
 }
 

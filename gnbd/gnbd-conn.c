@@ -22,6 +22,7 @@
  * (which waits for any call in progress to finish).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@
 #include "gnbd-conn-private.h"
 #include "gnbd-error-private.h"
 #include "gnbd-io-private.h"
+#include "gnbd-tsan-private.h"
 #include "gnbd-types-private.h"
 #include "gnbd-writer-private.h"
 
@@ -60,7 +62,7 @@ struct _GnbdConn {
   struct nbd_handle *nbd;
   GnbdWriterConn *writer;       /* I/O thread, until the end */
 
-  GMutex lock;
+  pthread_mutex_t lock;
   Phase phase;
   GSource *source;              /* the reader on the I/O context */
   GTask *connect_task;          /* connect or list_exports, until it returns */
@@ -96,7 +98,7 @@ gnbd_conn_new (const GnbdSettings *settings, const GnbdConnEvents *events)
   gnbd_settings_copy (&conn->settings, settings);
   if (events)
     conn->events = *events;
-  g_mutex_init (&conn->lock);
+  pthread_mutex_init (&conn->lock, NULL);
   g_queue_init (&conn->failed);
   conn->shutdown_waits = g_ptr_array_new ();
   conn->list_errno = -1;
@@ -123,7 +125,7 @@ conn_free (gpointer data)
   g_ptr_array_unref (conn->shutdown_waits);
   g_clear_pointer (&conn->exports, g_ptr_array_unref);
   g_free (conn->end_message);
-  g_mutex_clear (&conn->lock);
+  pthread_mutex_destroy (&conn->lock);
   g_free (conn);
   return G_SOURCE_REMOVE;
 }
@@ -144,11 +146,11 @@ conn_enter (GnbdConn *conn)
 {
   gboolean ok;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   ok = !conn->torn_down && conn->nbd != NULL;
   if (ok)
     conn->users++;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   return ok;
 }
 
@@ -164,11 +166,11 @@ conn_leave (GnbdConn *conn)
 {
   gboolean close_now;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   close_now = --conn->users == 0 && conn->close_pending;
   if (close_now)
     conn->close_pending = FALSE;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (close_now)
     gnbd_io_schedule (close_handle_cb, gnbd_conn_ref (conn), (GDestroyNotify) gnbd_conn_unref);
 }
@@ -179,9 +181,9 @@ conn_poke (GnbdConn *conn)
 {
   GSource *source;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   source = conn->source ? g_source_ref (conn->source) : NULL;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (source) {
     gnbd_io_source_poke (source);
     g_source_unref (source);
@@ -192,12 +194,12 @@ conn_poke (GnbdConn *conn)
 static void
 note_end (GnbdConn *conn, int err, const char *msg)
 {
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   if (!conn->end_errno) {
     conn->end_errno = err ? err : ENOTCONN;
     conn->end_message = g_strdup (msg);
   }
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
 }
 
 static gboolean
@@ -217,9 +219,9 @@ conn_after_call (GnbdConn *conn)
   if (!conn->settings.concurrent_writer &&
       (nbd_aio_get_direction (conn->nbd) & LIBNBD_AIO_DIRECTION_WRITE))
     gnbd_io_wakeup ();
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   failed = !g_queue_is_empty (&conn->failed);
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (failed || handle_ended (conn->nbd))
     conn_poke (conn);
 }
@@ -232,7 +234,7 @@ transport_error (GnbdConn *conn, const char *what)
 {
   GError *e;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   if (conn->end_errno)
     e = g_error_new (G_IO_ERROR, gnbd_io_error_code_from_errno (conn->end_errno),
                      "%s%sthe connection to the NBD server broke: %s (%s)",
@@ -242,7 +244,7 @@ transport_error (GnbdConn *conn, const char *what)
   else
     e = g_error_new (G_IO_ERROR, G_IO_ERROR_CLOSED, "%s%sthe connection to the NBD server "
                      "was closed", what ? what : "", what ? ": " : "");
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   /* Capitalize the first letter of a sentence we built. */
   e->message[0] = g_ascii_toupper (e->message[0]);
   return e;
@@ -296,7 +298,7 @@ connect_error (int err, const char *msg, gboolean before_socket)
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_FAILED,
                         "TLS negotiation with the NBD server failed: %s (%s)", m,
                         gnbd_errno_name (err));
-  if (msg && g_str_has_prefix (msg, "handshake:") &&
+  if (msg && strstr (msg, "handshake:") &&
       err != ECONNRESET && err != EPIPE && err != ENOTCONN)
     return g_error_new (GNBD_ERROR, gnbd_error_code_from_errno (err),
                         "The NBD server refused the connection: %s (%s)", m,
@@ -320,17 +322,18 @@ connect_fail_full (GnbdConn *conn, GError *error, gboolean then_teardown)
 {
   GTask *task;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   task = g_steal_pointer (&conn->connect_task);
   if (task)
     conn->phase = PHASE_ENDED;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (!task) {
     g_error_free (error);
     return;
   }
   if (conn->events.closed)
     conn->events.closed (conn, g_error_copy (error), conn->events.data);
+  GNBD_HANDOFF (task);
   g_task_return_error (task, error);
   g_object_unref (task);
   if (then_teardown)
@@ -352,6 +355,7 @@ connect_cancelled (GCancellable *cancellable, gpointer data)
   GnbdConn *conn = data;
   GError *error = NULL;
 
+  GNBD_TAKEOVER (conn);
   g_cancellable_set_error_if_cancelled (cancellable, &error);
   connect_fail (conn, error);
 }
@@ -365,14 +369,14 @@ attach_source (GnbdConn *conn)
 {
   GSource *source = gnbd_io_source_new (conn->nbd, io_dispatch, conn);
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   if (conn->torn_down) {
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     g_source_unref (source);
     return;
   }
   conn->source = source;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   g_source_attach (source, gnbd_io_context ());
   /* The core may have gone through the whole handshake inside the
    * connect call already: nothing would come to read. */
@@ -454,7 +458,9 @@ static void
 connect_thread (GTask *task, gpointer source_object, gpointer task_data,
                 GCancellable *cancellable)
 {
+  GNBD_TAKEOVER (task_data);
   connect_call (task_data);
+  GNBD_HANDOFF (task_data);
   g_task_return_boolean (task, TRUE);
 }
 
@@ -463,7 +469,10 @@ connect_thread (GTask *task, gpointer source_object, gpointer task_data,
 static void
 connect_thread_done (GObject *source, GAsyncResult *result, gpointer data)
 {
-  connect_called (g_task_get_task_data (G_TASK (result)));
+  ConnectArgs *args = g_task_get_task_data (G_TASK (result));
+
+  GNBD_TAKEOVER (args);
+  connect_called (args);
 }
 
 /* Make the handle as the settings say. */
@@ -516,28 +525,37 @@ gnbd_conn_connect (GnbdConn *conn, GnbdConnectKind kind, const char *a, const ch
   GError *error = NULL;
   ConnectArgs *args;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   conn->connect_task = g_object_ref (task);
   conn->phase = PHASE_CONNECTING;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
 
   if (!create_handle (conn, &error)) {
     connect_fail (conn, error);
     return;
   }
   if (cancellable) {
-    gulong id = g_cancellable_connect (cancellable, G_CALLBACK (connect_cancelled),
-                                       gnbd_conn_ref (conn), (GDestroyNotify) gnbd_conn_unref);
-
     gboolean cancelled;
+    gulong id;
 
-    g_mutex_lock (&conn->lock);
-    conn->connect_cancellable = g_object_ref (cancellable);
-    conn->connect_cancel_id = id;
+    GNBD_HANDOFF (conn);
+    id = g_cancellable_connect (cancellable, G_CALLBACK (connect_cancelled),
+                                gnbd_conn_ref (conn), (GDestroyNotify) gnbd_conn_unref);
+    pthread_mutex_lock (&conn->lock);
     cancelled = conn->connect_task == NULL;
-    g_mutex_unlock (&conn->lock);
-    if (cancelled)
-      return;                   /* cancelled already: returned and torn down */
+    if (!cancelled) {
+      /* Teardown (or the connect completing) disconnects it. */
+      conn->connect_cancellable = g_object_ref (cancellable);
+      conn->connect_cancel_id = id;
+    }
+    pthread_mutex_unlock (&conn->lock);
+    if (cancelled) {
+      /* Returned and being torn down already; the handler holds a
+       * reference to the connection until it is disconnected. */
+      if (id)
+        g_cancellable_disconnect (cancellable, id);
+      return;
+    }
   }
 
   args = g_new0 (ConnectArgs, 1);
@@ -554,6 +572,7 @@ gnbd_conn_connect (GnbdConn *conn, GnbdConnectKind kind, const char *a, const ch
     g_task_set_source_tag (resolve, connect_thread);
     g_task_set_name (resolve, "[gnbd] connect");
     g_task_set_task_data (resolve, args, connect_args_free);
+    GNBD_HANDOFF (args);
     g_task_run_in_thread (resolve, connect_thread);
     g_object_unref (resolve);
     return;
@@ -610,14 +629,14 @@ conn_ready (GnbdConn *conn)
   GCancellable *cancellable;
   gulong id;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   task = g_steal_pointer (&conn->connect_task);
   if (task)
     conn->phase = PHASE_READY;
   cancellable = g_steal_pointer (&conn->connect_cancellable);
   id = conn->connect_cancel_id;
   conn->connect_cancel_id = 0;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (id)
     g_cancellable_disconnect (cancellable, id);
   g_clear_object (&cancellable);
@@ -625,6 +644,7 @@ conn_ready (GnbdConn *conn)
     return;                     /* cancelled meanwhile: being torn down */
   if (conn->events.ready)
     conn->events.ready (conn, read_facts (conn->nbd), conn->events.data);
+  GNBD_HANDOFF (task);
   g_task_return_boolean (task, TRUE);
   g_object_unref (task);
 }
@@ -724,12 +744,14 @@ request_fail (Request *r, int err, const char *who, const char *msg, gboolean tr
                      "The %s refused the %s: %s%s%s%s (%s)", who, what,
                      msg ? msg : g_strerror (err), hint ? " (" : "", hint ? hint : "",
                      hint ? ")" : "", gnbd_errno_name (err));
+  GNBD_HANDOFF (r->task);
   g_task_return_error (r->task, e);
 }
 
 static void
 request_succeed (Request *r)
 {
+  GNBD_HANDOFF (r->task);
   switch (r->kind) {
   case GNBD_REQUEST_PREAD:
     /* The buffer the reply was received into, handed over. */
@@ -756,9 +778,9 @@ request_completed (void *data, int *error)
 
   if (*error) {
     r->err = *error;
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     g_queue_push_tail (&conn->failed, request_ref (r));
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     if (!gnbd_io_in_thread ())
       conn_poke (conn);
   }
@@ -779,6 +801,7 @@ request_freed (void *data)
   if (r->cancel_id)
     g_cancellable_disconnect (r->cancellable, r->cancel_id);
   r->cancel_id = 0;
+  GNBD_TAKEOVER (r);            /* a cancel handler that ran is over */
   if (r->conn->closing_handle && request_claim (r))
     g_task_return_new_error (r->task, G_IO_ERROR, G_IO_ERROR_CLOSED,
                              "The client closed the connection before the server replied");
@@ -793,12 +816,14 @@ request_cancelled (GCancellable *cancellable, gpointer data)
 {
   Request *r = data;
 
+  GNBD_TAKEOVER (r);
   if (request_claim (r)) {
     GTask *task = g_steal_pointer (&r->task);
 
     g_task_return_error_if_cancelled (task);
     g_object_unref (task);
   }
+  GNBD_HANDOFF (r);
 }
 
 static int
@@ -873,6 +898,7 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 off
   if (cancellable) {
     r->cancellable = g_object_ref (cancellable);
     /* Runs at once if already cancelled: then the request is not sent. */
+    GNBD_HANDOFF (r);
     r->cancel_id = g_cancellable_connect (cancellable, G_CALLBACK (request_cancelled), r, NULL);
     if (g_atomic_int_get (&r->claimed))
       goto out;
@@ -931,6 +957,7 @@ out:
    * inside the handler: g_cancellable_connect ran it and returned). */
   if (!given && r->cancel_id)
     g_cancellable_disconnect (r->cancellable, r->cancel_id);
+  GNBD_TAKEOVER (r);
   request_unref (r);
 }
 
@@ -942,9 +969,9 @@ drain_failed (GnbdConn *conn)
   guint n;
   gboolean ended;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   n = conn->failed.length;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (n == 0)
     return;
   if (conn->nbd) {
@@ -956,9 +983,9 @@ drain_failed (GnbdConn *conn)
   for (guint i = 0; i < n; i++) {
     Request *r;
 
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     r = g_queue_pop_head (&conn->failed);
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     if (request_claim (r))
       request_fail (r, r->err, "server", NULL, ended);
     request_unref (r);
@@ -996,9 +1023,10 @@ shutdown_cancelled (GCancellable *cancellable, gpointer data)
   ShutdownWait *sw = data;
   gboolean mine;
 
-  g_mutex_lock (&sw->conn->lock);
+  GNBD_TAKEOVER (sw);
+  pthread_mutex_lock (&sw->conn->lock);
   mine = g_ptr_array_remove (sw->conn->shutdown_waits, sw);
-  g_mutex_unlock (&sw->conn->lock);
+  pthread_mutex_unlock (&sw->conn->lock);
   if (mine) {
     g_task_return_error_if_cancelled (sw->task);
     shutdown_wait_unref (sw);   /* the list's */
@@ -1011,20 +1039,21 @@ shutdown_waits_complete (GnbdConn *conn, const GError *error)
 {
   GPtrArray *waits;
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   waits = g_steal_pointer (&conn->shutdown_waits);
   conn->shutdown_waits = g_ptr_array_new ();
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   for (guint i = 0; i < waits->len; i++) {
     ShutdownWait *sw = waits->pdata[i];
     gulong id;
 
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     id = sw->cancel_id;
     sw->cancel_id = 0;
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     if (id)
       g_cancellable_disconnect (sw->cancellable, id);
+    GNBD_HANDOFF (sw->task);
     if (error)
       g_task_return_error (sw->task, g_error_copy (error));
     else
@@ -1048,19 +1077,20 @@ gnbd_conn_shutdown (GnbdConn *conn, GTask *task)
   sw->task = g_object_ref (task);
   /* Waiting before asking: the end may come before nbd_aio_disconnect
    * returns. */
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   g_ptr_array_add (conn->shutdown_waits, sw);
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (cancellable) {
     gulong id;
 
     sw->cancellable = g_object_ref (cancellable);
     g_atomic_int_inc (&sw->ref_count);
+    GNBD_HANDOFF (sw);
     id = g_cancellable_connect (cancellable, G_CALLBACK (shutdown_cancelled), sw,
                                 shutdown_wait_unref);
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     sw->cancel_id = id;
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
   }
   if (conn_enter (conn)) {
     r = nbd_aio_disconnect (conn->nbd, 0);
@@ -1074,13 +1104,13 @@ gnbd_conn_shutdown (GnbdConn *conn, GTask *task)
   if (r == -1) {
     gulong id = 0;
 
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     mine = g_ptr_array_remove (conn->shutdown_waits, sw);
     if (mine) {
       id = sw->cancel_id;
       sw->cancel_id = 0;
     }
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     if (mine) {
       if (id)
         g_cancellable_disconnect (sw->cancellable, id);
@@ -1138,10 +1168,11 @@ list_step (GnbdConn *conn)
   }
   if (conn->list_errno == -1)
     return;
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   task = g_steal_pointer (&conn->connect_task);
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (task) {
+    GNBD_HANDOFF (task);
     if (conn->list_errno == 0)
       g_task_return_pointer (task, g_steal_pointer (&conn->exports),
                              (GDestroyNotify) g_ptr_array_unref);
@@ -1184,18 +1215,18 @@ conn_finish (GnbdConn *conn)
   }
   drain_failed (conn);
 
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   connecting = conn->phase == PHASE_CONNECTING;
   conn->phase = PHASE_ENDED;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
   if (connecting) {
     int err;
     char *msg;
 
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     err = conn->end_errno ? conn->end_errno : ECONNRESET;
     msg = g_strdup (conn->end_message);
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     connect_fail (conn, connect_error (err, msg ? msg : "the server closed the connection "
                                        "during the handshake", FALSE));
     g_free (msg);
@@ -1223,16 +1254,18 @@ io_dispatch (gpointer data, GIOCondition revents)
       r = nbd_aio_notify_read (nbd);
     else if (revents & G_IO_OUT)
       r = nbd_aio_notify_write (nbd);
-    if (r == -1 && handle_ended (nbd))
+    if (r == -1 && (handle_ended (nbd) || nbd_aio_is_created (nbd)))
       note_end (conn, nbd_get_errno (), nbd_get_error ());
   }
   drain_failed (conn);
-  if (handle_ended (nbd)) {
+  /* As libnbd, a TCP connect that no address answered leaves the handle
+   * created again, not dead: for us the connect failed all the same. */
+  if (handle_ended (nbd) || nbd_aio_is_created (nbd)) {
     GSource *source;
 
-    g_mutex_lock (&conn->lock);
+    pthread_mutex_lock (&conn->lock);
     source = g_steal_pointer (&conn->source);
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     conn_finish (conn);
     g_source_unref (source);
     return G_SOURCE_REMOVE;
@@ -1278,9 +1311,9 @@ conn_teardown (GnbdConn *conn)
   connect_fail_full (conn, g_error_new (G_IO_ERROR, G_IO_ERROR_CLOSED,
                                         "The connection was closed before it was established"),
                      FALSE);
-  g_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->lock);
   if (conn->torn_down) {
-    g_mutex_unlock (&conn->lock);
+    pthread_mutex_unlock (&conn->lock);
     return;
   }
   conn->torn_down = TRUE;
@@ -1292,7 +1325,7 @@ conn_teardown (GnbdConn *conn)
   conn->close_pending = !close_now;
   self_owned = conn->self_owned;
   conn->self_owned = FALSE;
-  g_mutex_unlock (&conn->lock);
+  pthread_mutex_unlock (&conn->lock);
 
   if (source) {
     g_source_destroy (source);

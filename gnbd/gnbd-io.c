@@ -11,6 +11,7 @@
 #include <libnbd.h>
 
 #include "gnbd-io-private.h"
+#include "gnbd-tsan-private.h"
 
 static GMainContext *io_context;
 static GThread *io_thread;
@@ -44,14 +45,45 @@ gnbd_io_in_thread (void)
   return io_thread != NULL && g_thread_self () == io_thread;
 }
 
+typedef struct {
+  GSourceFunc func;
+  gpointer data;
+  GDestroyNotify notify;
+} Work;
+
+static gboolean
+work_run (gpointer data)
+{
+  Work *w = data;
+
+  GNBD_TAKEOVER (w);
+  return w->func (w->data);
+}
+
+static void
+work_free (gpointer data)
+{
+  Work *w = data;
+
+  GNBD_TAKEOVER (w);
+  if (w->notify)
+    w->notify (w->data);
+  g_free (w);
+}
+
 void
 gnbd_io_schedule (GSourceFunc func, gpointer data, GDestroyNotify notify)
 {
   GSource *source = g_idle_source_new ();
+  Work *w = g_new (Work, 1);
 
+  w->func = func;
+  w->data = data;
+  w->notify = notify;
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
-  g_source_set_callback (source, func, data, notify);
+  g_source_set_callback (source, work_run, w, work_free);
   g_source_set_static_name (source, "[gnbd] io work");
+  GNBD_HANDOFF (w);
   g_source_attach (source, gnbd_io_context ());
   g_source_unref (source);
 }
@@ -84,10 +116,13 @@ static gboolean
 io_source_prepare (GSource *source, gint *timeout)
 {
   IoSource *s = (IoSource *) source;
-  unsigned dir = nbd_aio_get_direction (s->nbd);       /* lock-free */
-  int fd = dir ? nbd_aio_get_fd (s->nbd) : -1;         /* lock-free */
   GIOCondition events = 0;
+  unsigned dir;
+  int fd;
 
+  GNBD_TAKEOVER (s);
+  dir = nbd_aio_get_direction (s->nbd);                 /* lock-free */
+  fd = dir ? nbd_aio_get_fd (s->nbd) : -1;              /* lock-free */
   *timeout = -1;
   if (dir & LIBNBD_AIO_DIRECTION_READ)
     events |= G_IO_IN | G_IO_HUP | G_IO_ERR;
@@ -122,8 +157,10 @@ static gboolean
 io_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
 {
   IoSource *s = (IoSource *) source;
-  GIOCondition revents = s->tag ? g_source_query_unix_fd (source, s->tag) : 0;
+  GIOCondition revents;
 
+  GNBD_TAKEOVER (s);
+  revents = s->tag ? g_source_query_unix_fd (source, s->tag) : 0;
   g_atomic_int_set (&s->poked, 0);
   return s->func (s->data, revents);
 }
@@ -145,6 +182,7 @@ gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, gpointer data)
   s->func = func;
   s->data = data;
   g_source_set_static_name (source, "[gnbd] reader");
+  GNBD_HANDOFF (s);
   return source;
 }
 
@@ -153,6 +191,7 @@ gnbd_io_source_poke (GSource *source)
 {
   IoSource *s = (IoSource *) source;
 
+  GNBD_HANDOFF (s);
   g_atomic_int_set (&s->poked, 1);
   g_main_context_wakeup (gnbd_io_context ());
 }

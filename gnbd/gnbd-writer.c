@@ -22,16 +22,19 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
 #include <libnbd.h>
 
 #include "gnbd-io-private.h"
+#include "gnbd-tsan-private.h"
 #include "gnbd-writer-private.h"
 
 /* Copied bytes go into chunks of this size (bigger if one piece is). */
@@ -55,7 +58,7 @@ struct _GnbdWriterConn {
 
   /* Shared by the callback (any thread driving the handle) and the writer
    * thread. */
-  GMutex lock;
+  pthread_mutex_t lock;
   Entry *ring;
   guint ring_cap;
   guint head;
@@ -79,14 +82,14 @@ typedef struct {
 } WriterReport;
 
 static struct {
-  GMutex lock;
-  GCond cond;                   /* a send ended; a task ended */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;                   /* a send ended; a task ended */
   GPtrArray *conns;             /* registered connections */
   gboolean running;             /* a task runs or is about to */
   guint live_tasks;             /* started, callback not yet run */
   int wake_fd;
   gint sleeping;                /* atomic: the thread is (about to be) in poll */
-} writer = { .wake_fd = -1 };
+} writer = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .wake_fd = -1 };
 
 /* ---- The queue (w->lock held) ------------------------------------------- */
 
@@ -212,7 +215,7 @@ writer_callback (void *data, const void *buf, size_t len, unsigned flags)
   gsize give_back = 0;
   gboolean wake;
 
-  g_mutex_lock (&w->lock);
+  pthread_mutex_lock (&w->lock);
   if (w->failed)
     give_back = (flags & LIBNBD_WRITER_LENT) ? len : 0;
   else if (!buf)
@@ -223,7 +226,7 @@ writer_callback (void *data, const void *buf, size_t len, unsigned flags)
     push_copy (w, buf, len);
   /* A full socket is polled for POLLOUT already. */
   wake = !w->failed && !w->blocked;
-  g_mutex_unlock (&w->lock);
+  pthread_mutex_unlock (&w->lock);
   if (give_back)
     nbd_concurrent_writer_release (w->nbd, give_back);
   if (wake)
@@ -240,10 +243,10 @@ conn_fail (GnbdWriterConn *w, int err)
   /* The core shuts the socket down and kills the connection; every lent
    * payload must come back for the writes to complete. */
   nbd_concurrent_writer_error (w->nbd, err);
-  g_mutex_lock (&w->lock);
+  pthread_mutex_lock (&w->lock);
   w->failed = TRUE;
   lent = drop_all (w);
-  g_mutex_unlock (&w->lock);
+  pthread_mutex_unlock (&w->lock);
   if (lent)
     nbd_concurrent_writer_release (w->nbd, lent);
 }
@@ -262,9 +265,9 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     ssize_t r;
     int fd;
 
-    g_mutex_lock (&w->lock);
+    pthread_mutex_lock (&w->lock);
     if (w->failed || w->blocked) {
-      g_mutex_unlock (&w->lock);
+      pthread_mutex_unlock (&w->lock);
       return;
     }
     for (guint i = 0; i < w->count && msg.msg_iovlen < MAX_IOV; i++) {
@@ -275,7 +278,7 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     }
     if (msg.msg_iovlen == 0 && w->eos && !w->shut)
       shut = w->shut = TRUE;
-    g_mutex_unlock (&w->lock);
+    pthread_mutex_unlock (&w->lock);
 
     fd = nbd_aio_get_fd (w->nbd);
     if (shut) {
@@ -292,18 +295,18 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        g_mutex_lock (&w->lock);
+        pthread_mutex_lock (&w->lock);
         w->blocked = TRUE;
-        g_mutex_unlock (&w->lock);
+        pthread_mutex_unlock (&w->lock);
         return;
       }
       conn_fail (w, errno);
       return;
     }
     report->bytes += (guint64) r;
-    g_mutex_lock (&w->lock);
+    pthread_mutex_lock (&w->lock);
     lent = consume (w, (gsize) r);
-    g_mutex_unlock (&w->lock);
+    pthread_mutex_unlock (&w->lock);
     /* Right after the send, before anything that could wait: the write
      * completes only once its payload is back. */
     if (lent)
@@ -316,9 +319,9 @@ has_work (GnbdWriterConn *w)
 {
   gboolean r;
 
-  g_mutex_lock (&w->lock);
+  pthread_mutex_lock (&w->lock);
   r = !w->failed && !w->blocked && (w->count > 0 || (w->eos && !w->shut));
-  g_mutex_unlock (&w->lock);
+  pthread_mutex_unlock (&w->lock);
   return r;
 }
 
@@ -335,10 +338,10 @@ writer_thread (GTask *task, gpointer source_object, gpointer task_data,
   int poll_errno = 0;
 
   for (;;) {
-    g_mutex_lock (&writer.lock);
+    pthread_mutex_lock (&writer.lock);
     if (writer.conns->len == 0) {
       writer.running = FALSE;
-      g_mutex_unlock (&writer.lock);
+      pthread_mutex_unlock (&writer.lock);
       break;
     }
     report->conns_max = MAX (report->conns_max, writer.conns->len);
@@ -354,14 +357,14 @@ writer_thread (GTask *task, gpointer source_object, gpointer task_data,
     }
     if (work->len) {
       g_atomic_int_set (&writer.sleeping, 0);
-      g_mutex_unlock (&writer.lock);
+      pthread_mutex_unlock (&writer.lock);
       for (guint i = 0; i < work->len; i++)
         send_queued (work->pdata[i], report);
-      g_mutex_lock (&writer.lock);
+      pthread_mutex_lock (&writer.lock);
       for (guint i = 0; i < work->len; i++)
         ((GnbdWriterConn *) work->pdata[i])->sending = FALSE;
-      g_cond_broadcast (&writer.cond);
-      g_mutex_unlock (&writer.lock);
+      pthread_cond_broadcast (&writer.cond);
+      pthread_mutex_unlock (&writer.lock);
       continue;
     }
 
@@ -373,16 +376,16 @@ writer_thread (GTask *task, gpointer source_object, gpointer task_data,
       GnbdWriterConn *w = writer.conns->pdata[i];
       gboolean blocked;
 
-      g_mutex_lock (&w->lock);
+      pthread_mutex_lock (&w->lock);
       blocked = w->blocked && !w->failed;
-      g_mutex_unlock (&w->lock);
+      pthread_mutex_unlock (&w->lock);
       if (blocked) {
         g_array_append_val (pfds, ((struct pollfd) { .fd = nbd_aio_get_fd (w->nbd),
                                                      .events = POLLOUT }));
         g_ptr_array_add (polled, w);
       }
     }
-    g_mutex_unlock (&writer.lock);
+    pthread_mutex_unlock (&writer.lock);
 
     if (poll ((struct pollfd *) pfds->data, pfds->len, -1) == -1 && errno != EINTR) {
       poll_errno = errno;
@@ -397,33 +400,35 @@ writer_thread (GTask *task, gpointer source_object, gpointer task_data,
     }
     /* The polled connections may have gone meanwhile: only those still
      * registered are touched. */
-    g_mutex_lock (&writer.lock);
+    pthread_mutex_lock (&writer.lock);
     for (guint i = 0; i < polled->len; i++) {
       GnbdWriterConn *w = polled->pdata[i];
 
       if (g_array_index (pfds, struct pollfd, i + 1).revents &&
           g_ptr_array_find (writer.conns, w, NULL)) {
-        g_mutex_lock (&w->lock);
+        pthread_mutex_lock (&w->lock);
         w->blocked = FALSE;
-        g_mutex_unlock (&w->lock);
+        pthread_mutex_unlock (&w->lock);
       }
     }
-    g_mutex_unlock (&writer.lock);
+    pthread_mutex_unlock (&writer.lock);
   }
 
   if (poll_errno) {
     /* Cannot happen short of a broken system; then every connection
      * fails rather than hang, and the task reports why. */
-    g_mutex_lock (&writer.lock);
+    pthread_mutex_lock (&writer.lock);
     for (guint i = 0; i < writer.conns->len; i++)
       conn_fail (writer.conns->pdata[i], poll_errno);
     writer.running = FALSE;
-    g_mutex_unlock (&writer.lock);
+    pthread_mutex_unlock (&writer.lock);
     g_free (report);
+    GNBD_HANDOFF (task);
     g_task_return_new_error (task, G_IO_ERROR, g_io_error_from_errno (poll_errno),
                              "gnbd's writer task stopped: poll: %s", g_strerror (poll_errno));
     return;
   }
+  GNBD_HANDOFF (task);
   g_task_return_pointer (task, report, g_free);
 }
 
@@ -434,9 +439,11 @@ static void
 writer_task_done (GObject *source, GAsyncResult *result, gpointer data)
 {
   g_autoptr (GError) error = NULL;
-  WriterReport *report = g_task_propagate_pointer (G_TASK (result), &error);
+  WriterReport *report;
   gboolean restart;
 
+  GNBD_TAKEOVER (result);
+  report = g_task_propagate_pointer (G_TASK (result), &error);
   if (report)
     g_debug ("writer task ended, no connection left: %" G_GUINT64_FORMAT " bytes in %"
              G_GUINT64_FORMAT " sendmsg calls, %" G_GUINT64_FORMAT " wake-ups, up to %u "
@@ -445,7 +452,7 @@ writer_task_done (GObject *source, GAsyncResult *result, gpointer data)
     g_warning ("%s", error->message);
   g_free (report);
 
-  g_mutex_lock (&writer.lock);
+  pthread_mutex_lock (&writer.lock);
   writer.live_tasks--;
   /* A task that failed left connections behind: serve them again. */
   restart = !writer.running && writer.conns->len > 0;
@@ -453,8 +460,8 @@ writer_task_done (GObject *source, GAsyncResult *result, gpointer data)
     writer.running = TRUE;
     writer.live_tasks++;
   }
-  g_cond_broadcast (&writer.cond);
-  g_mutex_unlock (&writer.lock);
+  pthread_cond_broadcast (&writer.cond);
+  pthread_mutex_unlock (&writer.lock);
   if (restart)
     writer_task_start (NULL);
 }
@@ -479,14 +486,14 @@ gnbd_writer_conn_new (struct nbd_handle *nbd)
   GnbdWriterConn *w = g_new0 (GnbdWriterConn, 1);
   gboolean start = FALSE;
 
-  g_mutex_init (&w->lock);
+  pthread_mutex_init (&w->lock, NULL);
   w->nbd = nbd;
   if (nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
-    g_mutex_clear (&w->lock);
+    pthread_mutex_destroy (&w->lock);
     g_free (w);
     return NULL;
   }
-  g_mutex_lock (&writer.lock);
+  pthread_mutex_lock (&writer.lock);
   if (!writer.conns) {
     writer.conns = g_ptr_array_new ();
     writer.wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -499,7 +506,7 @@ gnbd_writer_conn_new (struct nbd_handle *nbd)
     writer.live_tasks++;
     start = TRUE;
   }
-  g_mutex_unlock (&writer.lock);
+  pthread_mutex_unlock (&writer.lock);
   /* The task is made on the I/O thread so that its result comes back
    * there, whatever thread connects. */
   if (start)
@@ -512,37 +519,44 @@ gnbd_writer_conn_free (GnbdWriterConn *w)
 {
   gsize lent;
 
-  g_mutex_lock (&writer.lock);
+  pthread_mutex_lock (&writer.lock);
   g_ptr_array_remove_fast (writer.conns, w);
   while (w->sending)
-    g_cond_wait (&writer.cond, &writer.lock);
-  g_mutex_unlock (&writer.lock);
+    pthread_cond_wait (&writer.cond, &writer.lock);
+  pthread_mutex_unlock (&writer.lock);
   /* The thread may be asleep with nothing left to serve: it must see that
    * and end. */
   writer_wake ();
 
-  g_mutex_lock (&w->lock);
+  pthread_mutex_lock (&w->lock);
   lent = drop_all (w);
-  g_mutex_unlock (&w->lock);
+  pthread_mutex_unlock (&w->lock);
   if (lent)
     nbd_concurrent_writer_release (w->nbd, lent);
   g_free (w->ring);
   g_free (w->spare);
-  g_mutex_clear (&w->lock);
+  pthread_mutex_destroy (&w->lock);
   g_free (w);
 }
 
 gboolean
 gnbd_writer_wait_stopped (gint64 timeout_us)
 {
-  gint64 end = g_get_monotonic_time () + timeout_us;
+  struct timespec end;
   gboolean r;
 
-  g_mutex_lock (&writer.lock);
+  clock_gettime (CLOCK_REALTIME, &end);
+  end.tv_sec += timeout_us / G_USEC_PER_SEC;
+  end.tv_nsec += (timeout_us % G_USEC_PER_SEC) * 1000;
+  if (end.tv_nsec >= 1000000000) {
+    end.tv_sec++;
+    end.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock (&writer.lock);
   while ((writer.running || writer.live_tasks > 0) &&
-         g_cond_wait_until (&writer.cond, &writer.lock, end))
+         pthread_cond_timedwait (&writer.cond, &writer.lock, &end) == 0)
     ;
   r = !writer.running && writer.live_tasks == 0;
-  g_mutex_unlock (&writer.lock);
+  pthread_mutex_unlock (&writer.lock);
   return r;
 }

@@ -25,6 +25,7 @@
 #include <gnbd/gnbd.h>
 
 #include "servers.h"
+#include "tls-material.h"
 
 /* Every wait of the tests is bounded by this (a loaded 2-core machine
  * under TSan is ten times slower): a bound, never a performance claim. */
