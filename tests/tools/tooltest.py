@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -264,11 +265,11 @@ def sha256_nbd(uri):
 
 def pattern_bytes(offset, length):
     """nbdkit-pattern-plugin's bytes: each 8-byte word holds its own
-    offset, big-endian.  @offset and @length multiples of 8."""
+    offset, big-endian.  @offset a multiple of 8."""
     a = array.array("Q", range(offset, offset + length, 8))
     if sys.byteorder == "little":
         a.byteswap()
-    return a.tobytes()
+    return a.tobytes()[:length]
 
 
 def sha256_pattern(size):
@@ -276,6 +277,25 @@ def sha256_pattern(size):
     step = 1 << 20
     for off in range(0, size, step):
         h.update(pattern_bytes(off, min(step, size - off)))
+    return h.hexdigest()
+
+
+def sha256_nbd_prefix(server, length):
+    """The first @length bytes of @server's export, read by nbdcopy through
+    nbdkit's nbd plugin and truncate filter (so only they are read)."""
+    return sha256_nbd_cmd(["[", "nbdkit", "-r", "--filter=truncate", "nbd",
+                           f"socket={server.sock}", f"export={server.export}",
+                           f"truncate={length}", "]"])
+
+
+def sha256_nbd_cmd(target):
+    p = subprocess.Popen(["nbdcopy", "--", *target, "-"], stdout=subprocess.PIPE,
+                         stderr=sys.stderr)
+    h = hashlib.sha256()
+    while chunk := p.stdout.read(1 << 22):
+        h.update(chunk)
+    if p.wait(WAIT) != 0:
+        raise RuntimeError(f"nbdcopy {target} - failed")
     return h.hexdigest()
 
 
@@ -344,3 +364,51 @@ def tls_material():
         raise RuntimeError("psktool failed")
     return {"server": dirs["server"], "client": dirs["client"], "psk": psk,
             "psk_dir": dirs["psk_dir"]}
+
+
+class Copy:
+    """gnbd copy ARGS running in the background, its progress lines on a
+    pipe (--progress=FD is added) read as they come."""
+
+    def __init__(self, *args, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL):
+        r, w = os.pipe()
+        # A file, not a pipe: servers run by gnbd share its stderr and may
+        # write a lot to it while nobody reads.
+        self._errfile = tempfile.TemporaryFile(dir=scratch())
+        self.proc = subprocess.Popen([GNBD, "copy", f"--progress={w}", *args], pass_fds=(w,),
+                                     stdin=stdin, stdout=stdout, stderr=self._errfile)
+        os.close(w)
+        self.lines = []
+        self._r = r
+        self._buf = b""
+
+    def next_line(self):
+        """The next progress line, or None once the pipe ends; waits at most
+        WAIT seconds for it."""
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([self._r], [], [], WAIT)
+            if not ready:
+                raise RuntimeError(f"no progress line within {WAIT} s")
+            data = os.read(self._r, 65536)
+            if not data:
+                return None
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        self.lines.append(line.decode())
+        return self.lines[-1]
+
+    def wait(self):
+        """Read every line left, wait for the end (bounded); the exit code."""
+        while self.next_line() is not None:
+            pass
+        os.close(self._r)
+        code = self.proc.wait(WAIT)
+        self._errfile.seek(0)
+        self.err = self._errfile.read().decode(errors="replace")
+        self._errfile.close()
+        if self.err:
+            sys.stderr.write(f"[gnbd copy] {self.err}")
+        return code
+
+    def last(self):
+        return parse_progress(self.lines[-1]) if self.lines else None
