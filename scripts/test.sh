@@ -99,10 +99,11 @@ pass_asan () {
 # ThreadSanitizer: its own build, since it cannot be combined with ASan.
 # Only the suites where threads meet a handle (the concurrent writer and
 # the examples, the aio deadlock tests, the libnbd programs with threads,
-# TLS with the writer):
+# TLS with the writer, gnbd, and the gnbd command, whose copies run
+# GnbdCopy's threads under load; its tests copy less under TSan):
 # the single-threaded rest gains nothing from TSan and would double the
 # pass's time.  Any report fails its test (halt_on_error).
-tsan_suites=(writer examples aio compat tls gnbd)
+tsan_suites=(writer examples aio compat tls gnbd tools)
 pass_tsan () {
   local suites=() s
   setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dgnbd=enabled || return

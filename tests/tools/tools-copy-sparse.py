@@ -7,6 +7,7 @@ skipped.  nbdkit's sparse-random plugin likewise.  Zero detection finds
 zeroes that the source calls data (-S, --sparse 0 turns it off), and
 nbdkit's log filter shows --destination-is-zero sending no zero request
 and --no-extents asking no block status."""
+import errno
 import json
 import os
 import subprocess
@@ -82,14 +83,26 @@ img = t.path("dst.raw")
 copy_checked("qcow2 -> local file", [src.uri()], [img])
 t.eq(t.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", qcow, img]).returncode, 0,
      "qcow2 -> file: qemu-img compare finds them equal")
-st = os.stat(img)
-t.ok(st.st_blocks * 512 <= 8 * M, "qcow2 -> file: the file is sparse",
-     f"{st.st_blocks * 512} bytes allocated")
-with open(img, "rb") as f:
-    fd = f.fileno()
-    holes_ok = all(os.lseek(fd, a, os.SEEK_DATA) >= b if a < SIZE - M else True
-                   for a, b in zeroes)
-t.ok(holes_ok, "qcow2 -> file: SEEK_DATA skips every hole of the source")
+st = os.stat(img) if os.path.exists(img) else None
+t.ok(st and st.st_blocks * 512 <= 8 * M, "qcow2 -> file: the file is sparse",
+     st and f"{st.st_blocks * 512} bytes allocated")
+
+
+def next_data(fd, offset):
+    """Where data starts at or after @offset (the end if none: ENXIO)."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        return os.fstat(fd).st_size
+
+
+holes_kept = False
+if os.path.exists(img):
+    with open(img, "rb") as f:
+        holes_kept = all(next_data(f.fileno(), a) >= b for a, b in zeroes)
+t.ok(holes_kept, "qcow2 -> file: SEEK_DATA skips every hole of the source")
 
 # -> another qcow2 through qemu-nbd
 dst = t.path("dst.qcow2")
