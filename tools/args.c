@@ -12,7 +12,7 @@
 
 const char *gt_prog = "gnbd";
 
-static void
+static void G_GNUC_PRINTF (1, 0)
 vmessage (const char *fmt, va_list ap)
 {
   fprintf (stderr, "%s: ", gt_prog);

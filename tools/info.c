@@ -141,8 +141,10 @@ agreed_contexts (GnbdClient *c, const char *const *asked)
     return agreed;
   for (const char *const *a = asked; *a; a++) {
     g_autoptr (GError) error = NULL;
-    g_autoptr (GPtrArray) extents = gnbd_client_block_status (c, 0, count, *a, 0, NULL, &error);
+    GPtrArray *extents = gnbd_client_block_status (c, 0, count, *a, 0, NULL, &error);
 
+    if (extents)
+      g_ptr_array_unref (extents);
     if (!g_error_matches (error, GNBD_ERROR, GNBD_ERROR_NOT_SUPPORTED))
       g_ptr_array_add (agreed, (gpointer) *a);
   }
