@@ -119,4 +119,8 @@ void gnbd_conn_close (GnbdConn *conn);
  * GPtrArray of GnbdExport. */
 void gnbd_conn_list_exports (const GnbdSettings *settings, const char *uri, GTask *task);
 
+/* For tests: wait until every connection ever made is freed (its handle
+ * closed, its socket and child gone), at most @timeout_us; TRUE if so. */
+gboolean gnbd_conn_wait_none (gint64 timeout_us);
+
 G_END_DECLS

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -87,6 +88,13 @@ struct _GnbdConn {
 static void conn_teardown (GnbdConn *conn);
 static void conn_close_handle (GnbdConn *conn);
 
+/* How many connections are not freed yet (gnbd_conn_wait_none). */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  guint count;
+} live = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
 /* ---- Life ---------------------------------------------------------------- */
 
 GnbdConn *
@@ -102,6 +110,9 @@ gnbd_conn_new (const GnbdSettings *settings, const GnbdConnEvents *events)
   g_queue_init (&conn->failed);
   conn->shutdown_waits = g_ptr_array_new ();
   conn->list_errno = -1;
+  pthread_mutex_lock (&live.lock);
+  live.count++;
+  pthread_mutex_unlock (&live.lock);
   return conn;
 }
 
@@ -127,7 +138,26 @@ conn_free (gpointer data)
   g_free (conn->end_message);
   pthread_mutex_destroy (&conn->lock);
   g_free (conn);
+  pthread_mutex_lock (&live.lock);
+  if (--live.count == 0)
+    pthread_cond_broadcast (&live.cond);
+  pthread_mutex_unlock (&live.lock);
   return G_SOURCE_REMOVE;
+}
+
+gboolean
+gnbd_conn_wait_none (gint64 timeout_us)
+{
+  struct timespec end;
+  gboolean r;
+
+  gnbd_deadline (&end, timeout_us);
+  pthread_mutex_lock (&live.lock);
+  while (live.count > 0 && pthread_cond_timedwait (&live.cond, &live.lock, &end) == 0)
+    ;
+  r = live.count == 0;
+  pthread_mutex_unlock (&live.lock);
+  return r;
 }
 
 /* The last reference may go on any thread, inside a core callback too:
@@ -398,6 +428,8 @@ connect_args_free (gpointer data)
 {
   ConnectArgs *args = data;
 
+  /* The task's last reference, and so this, may go on the GTask thread. */
+  GNBD_TAKEOVER (args);
   gnbd_conn_unref (args->conn);
   g_free (args->a);
   g_free (args->b);
@@ -473,6 +505,7 @@ connect_thread_done (GObject *source, GAsyncResult *result, gpointer data)
 
   GNBD_TAKEOVER (args);
   connect_called (args);
+  GNBD_HANDOFF (args);
 }
 
 /* Make the handle as the settings say. */

@@ -276,11 +276,12 @@ file_open (GnbdSide *side, gboolean size_known, guint64 size)
   GError *error = NULL;
   int fd;
 
-  if (!path)
+  if (!path) {
+    g_autofree char *uri = g_file_get_uri (side->file);
+
     return g_error_new (G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                        "%s is not a local file: give it as a stream instead",
-                        g_file_peek_path (side->file) ? g_file_peek_path (side->file)
-                                                      : "the file");
+                        "%s is not a local file: give it as a stream instead", uri);
+  }
   fd = side->is_source ? open (path, O_RDONLY | O_CLOEXEC)
                        : open (path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
   if (fd < 0)

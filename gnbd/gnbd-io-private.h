@@ -6,6 +6,8 @@
 
 struct nbd_handle;
 
+#include <time.h>
+
 G_BEGIN_DECLS
 
 /* The I/O thread's context, starting the thread on first use.  The thread
@@ -30,5 +32,9 @@ typedef gboolean (*GnbdIoFunc) (gpointer data, GIOCondition revents);
 GSource *gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, gpointer data);
 /* From any thread: have @source's func run soon. */
 void gnbd_io_source_poke (GSource *source);
+
+/* @ts = now + @timeout_us on CLOCK_REALTIME, for pthread_cond_timedwait
+ * (the tests' bounded waits). */
+void gnbd_deadline (struct timespec *ts, gint64 timeout_us);
 
 G_END_DECLS

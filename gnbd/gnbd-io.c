@@ -195,3 +195,15 @@ gnbd_io_source_poke (GSource *source)
   g_atomic_int_set (&s->poked, 1);
   g_main_context_wakeup (gnbd_io_context ());
 }
+
+void
+gnbd_deadline (struct timespec *ts, gint64 timeout_us)
+{
+  clock_gettime (CLOCK_REALTIME, ts);
+  ts->tv_sec += timeout_us / G_USEC_PER_SEC;
+  ts->tv_nsec += (timeout_us % G_USEC_PER_SEC) * 1000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}

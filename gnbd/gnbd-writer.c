@@ -545,13 +545,7 @@ gnbd_writer_wait_stopped (gint64 timeout_us)
   struct timespec end;
   gboolean r;
 
-  clock_gettime (CLOCK_REALTIME, &end);
-  end.tv_sec += timeout_us / G_USEC_PER_SEC;
-  end.tv_nsec += (timeout_us % G_USEC_PER_SEC) * 1000;
-  if (end.tv_nsec >= 1000000000) {
-    end.tv_sec++;
-    end.tv_nsec -= 1000000000;
-  }
+  gnbd_deadline (&end, timeout_us);
   pthread_mutex_lock (&writer.lock);
   while ((writer.running || writer.live_tasks > 0) &&
          pthread_cond_timedwait (&writer.cond, &writer.lock, &end) == 0)
