@@ -382,7 +382,13 @@ connected_conn (GnbdClient *self, GTask *task)
 
 /* A sync call runs the _async call on a context of its own, pushed as the
  * thread's default, and iterates it until the callback ran: the caller's
- * context is never run, and nothing here depends on the thread. */
+ * context is never run, and nothing here depends on the thread.  The
+ * context is private to this file and to its thread, made on the thread's
+ * first sync call and dropped when the thread ends: as fresh as a new one
+ * each time (only this file's callbacks ever run in it), without making and
+ * closing an eventfd per call. */
+static GPrivate sync_context = G_PRIVATE_INIT ((GDestroyNotify) g_main_context_unref);
+
 typedef struct {
   GMainContext *context;
   GAsyncResult *result;
@@ -391,7 +397,11 @@ typedef struct {
 static void
 sync_begin (SyncCall *s)
 {
-  s->context = g_main_context_new ();
+  s->context = g_private_get (&sync_context);
+  if (!s->context) {
+    s->context = g_main_context_new ();
+    g_private_set (&sync_context, s->context);
+  }
   s->result = NULL;
   g_main_context_push_thread_default (s->context);
 }
@@ -411,7 +421,6 @@ sync_wait (SyncCall *s)
   while (!s->result)
     g_main_context_iteration (s->context, TRUE);
   g_main_context_pop_thread_default (s->context);
-  g_main_context_unref (s->context);
   return s->result;
 }
 

@@ -70,6 +70,7 @@ struct _GnbdConn {
   GCancellable *connect_cancellable;
   gulong connect_cancel_id;
   GQueue failed;                /* Requests to classify, with a ref each */
+  gint n_failed;                /* atomic: its length, read without the lock */
   GPtrArray *shutdown_waits;    /* ShutdownWait */
   int users;                    /* callers inside a core call (conn_enter) */
   gboolean torn_down;           /* nothing new starts */
@@ -79,6 +80,7 @@ struct _GnbdConn {
   char *end_message;
 
   /* I/O thread only. */
+  gboolean announced;           /* conn_ready ran */
   gboolean closing_handle;      /* nbd_close runs: .free returns tasks */
   GPtrArray *exports;           /* list mode */
   gboolean list_issued;
@@ -244,15 +246,10 @@ handle_ended (struct nbd_handle *nbd)
 static void
 conn_after_call (GnbdConn *conn)
 {
-  gboolean failed;
-
   if (!conn->settings.concurrent_writer &&
       (nbd_aio_get_direction (conn->nbd) & LIBNBD_AIO_DIRECTION_WRITE))
     gnbd_io_wakeup ();
-  pthread_mutex_lock (&conn->lock);
-  failed = !g_queue_is_empty (&conn->failed);
-  pthread_mutex_unlock (&conn->lock);
-  if (failed || handle_ended (conn->nbd))
+  if (g_atomic_int_get (&conn->n_failed) || handle_ended (conn->nbd))
     conn_poke (conn);
 }
 
@@ -813,6 +810,7 @@ request_completed (void *data, int *error)
     r->err = *error;
     pthread_mutex_lock (&conn->lock);
     g_queue_push_tail (&conn->failed, request_ref (r));
+    g_atomic_int_inc (&conn->n_failed);
     pthread_mutex_unlock (&conn->lock);
     if (!gnbd_io_in_thread ())
       conn_poke (conn);
@@ -1002,9 +1000,8 @@ drain_failed (GnbdConn *conn)
   guint n;
   gboolean ended;
 
-  pthread_mutex_lock (&conn->lock);
-  n = conn->failed.length;
-  pthread_mutex_unlock (&conn->lock);
+  /* Every dispatch comes here: no lock while there is nothing. */
+  n = (guint) g_atomic_int_get (&conn->n_failed);
   if (n == 0)
     return;
   if (conn->nbd) {
@@ -1018,6 +1015,7 @@ drain_failed (GnbdConn *conn)
 
     pthread_mutex_lock (&conn->lock);
     r = g_queue_pop_head (&conn->failed);
+    g_atomic_int_add (&conn->n_failed, -1);
     pthread_mutex_unlock (&conn->lock);
     if (request_claim (r))
       request_fail (r, r->err, "server", NULL, ended);
@@ -1303,8 +1301,10 @@ io_dispatch (gpointer data, GIOCondition revents)
     g_source_unref (source);
     return G_SOURCE_REMOVE;
   }
-  if (nbd_aio_is_ready (nbd))
+  if (!conn->announced && nbd_aio_is_ready (nbd)) {
+    conn->announced = TRUE;
     conn_ready (conn);
+  }
   else if (conn->list_mode && nbd_aio_is_negotiating (nbd))
     list_step (conn);
   return G_SOURCE_CONTINUE;

@@ -10,7 +10,8 @@
 # Passes (run all enabled ones, or name some: bash scripts/test.sh asan):
 #   asan      build-asan, -Db_sanitize=address,undefined      enabled
 #   tsan      build-tsan, -Db_sanitize=thread                 enabled: the suites
-#             where threads meet a handle (writer, examples, aio, compat, tls)
+#             where threads meet a handle (writer, examples, aio, compat, tls,
+#             gnbd)
 #   valgrind  build-valgrind (no sanitizer), the 'hostile' suite    enabled
 #             under valgrind (memcheck; definite and indirect leaks fatal)
 #   fuzz      build-fuzz, clang, -Dfuzzing=true: the 'fuzz' suite        enabled
@@ -103,7 +104,9 @@ pass_asan () {
 # GnbdCopy's threads under load; its tests copy less under TSan):
 # the single-threaded rest gains nothing from TSan and would double the
 # pass's time.  Any report fails its test (halt_on_error).
-tsan_suites=(writer examples aio compat tls gnbd tools)
+# gnbd:gnbd is the suite 'gnbd' of project 'gnbd': a bare 'gnbd' names the
+# whole project to meson and would select every test.
+tsan_suites=(writer examples aio compat tls gnbd:gnbd tools)
 pass_tsan () {
   local suites=() s
   setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dgnbd=enabled || return

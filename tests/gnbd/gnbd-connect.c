@@ -9,6 +9,7 @@
 #include "gnbd-test.h"
 
 static struct test_server unix_server, tcp_server, qemu, listing, tls_only;
+static struct tls_material material;   /* its strings live until exit */
 
 /* Connect @c with @how (sync or async by @async), returning the result. */
 typedef enum {
@@ -311,13 +312,12 @@ main (int argc, char **argv)
     if (server_start_qemu_nbd (&qemu, qemu_args) == -1)
       g_error ("cannot start qemu-nbd");
   }
+  if (tls_material_create (&material) == -1)
+    g_error ("cannot make TLS material");
+  psk = g_strdup_printf ("--tls-psk=%s", material.psk_file);
   {
-    struct tls_material m;
-
-    if (tls_material_create (&m) == -1)
-      g_error ("cannot make TLS material");
-    psk = g_strdup_printf ("--tls-psk=%s", m.psk_file);
     const char *tls_args[] = { "--tls=require", psk, "memory", "1M", NULL };
+
     gt_start_nbdkit (&tls_only, tls_args);
   }
 
