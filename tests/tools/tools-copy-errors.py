@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """tools-copy-errors: a copy never fails silently (CVE-2022-0485 in
 nbdcopy).  Reads that fail from a known offset on, every write refused,
-reads failing at random (nbdkit's error filter, 1%), on either side and
+reads and writes failing at random (nbdkit's error filter), on either side and
 for both kinds of server: exit 1, the message names the side, an offset
 where the failure is, and the cause; the progress lines end with
 status=failed and never claim bytes past the failure; the servers run as
@@ -68,19 +68,21 @@ t.ok(code == 1 and "destination" in c.err.lower(),
      "qemu-nbd read-only as the destination: exit 1, names the destination", c.err)
 q.stop()
 
-# Errors at random on either side, by URI: never exit 0.
-SIZE = "64M" if t.SLOW else "256M"
-src = t.nbdkit("--filter=error", "pattern", SIZE, "error-pread=EIO", "error-pread-rate=1%")
+# Errors at random on either side, by URI: never exit 0.  (256 or 1024
+# requests of 256 KiB: the chance that none fails is below 1e-9.)
+SIZE, RATE = ("64M", "8%") if t.SLOW else ("256M", "2%")
+src = t.nbdkit("--filter=error", "pattern", SIZE, "error-pread=EIO", f"error-pread-rate={RATE}")
 c = t.Copy("-R", "8", src.uri(), "null:")
 code = c.wait()
 t.ok(code == 1 and re.search(r"source .*at offset \d+: .*Input/output error", c.err),
-     "1% of reads fail: exit 1, source, offset, EIO", c.err)
+     f"{RATE} of reads fail: exit 1, source, offset, EIO", c.err)
 src.stop()
-dst = t.nbdkit("--filter=error", "memory", SIZE, "error-pwrite=EIO", "error-pwrite-rate=1%")
+dst = t.nbdkit("--filter=error", "memory", SIZE, "error-pwrite=EIO",
+               f"error-pwrite-rate={RATE}")
 c = t.Copy("[", "nbdkit", "pattern", SIZE, "]", dst.uri())
 code = c.wait()
 t.ok(code == 1 and re.search(r"destination .*at offset \d+: .*Input/output error", c.err),
-     "1% of writes fail: exit 1, destination, offset, EIO", c.err)
+     f"{RATE} of writes fail: exit 1, destination, offset, EIO", c.err)
 dst.stop()
 
 t.done()
