@@ -14,12 +14,12 @@
 
 /* ---- Exit codes (documented in gnbd.1, EXIT STATUS) ----------------------- */
 
+/* And 128 + the signal when copy is interrupted (SIGINT 130, SIGTERM 143). */
 enum {
-  GT_EXIT_OK = 0,           /* done; or --can/--is: true */
-  GT_EXIT_FAILED = 1,       /* the operation failed (connection, server, I/O) */
-  GT_EXIT_FALSE = 2,        /* --can/--is: false (as nbdinfo) */
-  GT_EXIT_USAGE = 3,        /* bad command line */
-  GT_EXIT_INTERRUPTED = 130 /* SIGINT or SIGTERM: cancelled (128 + SIGINT) */
+  GT_EXIT_OK = 0,     /* done; or --can/--is: true */
+  GT_EXIT_FAILED = 1, /* the operation failed (connection, server, I/O) */
+  GT_EXIT_FALSE = 2,  /* --can/--is: false (as nbdinfo) */
+  GT_EXIT_USAGE = 3,  /* bad command line */
 };
 
 /* The name messages start with: "gnbd" or "gnbd copy". */
