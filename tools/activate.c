@@ -51,9 +51,16 @@ gt_activate (const char *const *argv, GError **error)
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   g_autoptr (GSubprocessLauncher) launcher = NULL;
   g_autoptr (GPtrArray) full = g_ptr_array_new ();
-  g_autofree char *escaped = NULL;
+  g_autofree char *escaped = NULL, *program = g_find_program_in_path (argv[0]);
   int s = -1;
 
+  /* Said here: once the shell runs, a missing program is only a refused
+   * connection. */
+  if (!program) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                 "Cannot run the server: %s: no such program", argv[0]);
+    goto err;
+  }
   if (!(a->dir = g_dir_make_tmp ("gnbd-XXXXXX", error)))
     goto err;
   a->sock = g_build_filename (a->dir, "sock", NULL);

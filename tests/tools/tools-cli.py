@@ -93,9 +93,11 @@ t.eq(p.returncode, 2, "--can connect to no server: exit 2 (false)")
 p = t.gnbd("copy", uri, "null:")
 t.ok(p.returncode == 1 and "source" in p.err and uri in p.err,
      "copy from no server: exit 1, the message names the source", p.err)
-p = t.gnbd("info", "[", "/nonexistent/server", "]")
-t.ok(p.returncode == 1 and "/nonexistent/server" in p.err,
-     "a server command that cannot run: exit 1, named", f"exit {p.returncode}: {p.err}")
+for cmd in ("info", "list", "map"):
+    p = t.gnbd(cmd, "[", "/nonexistent/server", "]")
+    t.ok(p.returncode == 1 and "/nonexistent/server" in p.err and "no such" in p.err.lower(),
+         f"{cmd}: a server command that cannot run: exit 1, named, the cause said",
+         f"exit {p.returncode}: {p.err}")
 
 # Installed: the tool and its page.
 p = t.run(["meson", "introspect", "--installed", os.environ["MESON_BUILD_ROOT"]])
