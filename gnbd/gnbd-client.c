@@ -56,7 +56,10 @@
  * loop if you want them.
  *
  * A client connects once at a time: once its connection is closed, it may
- * connect again, with the settings as they are then.
+ * connect again, with the settings as they are then.  Dropping the last
+ * reference to a connected client closes the connection at once, without
+ * telling the server; call [method@Client.shutdown] first to close it
+ * cleanly.  A client may be finalized on any thread.
  */
 struct _GnbdClient {
   GObject parent_instance;
@@ -266,7 +269,7 @@ facts_diff (Emission *e, const GnbdFacts *a, const GnbdFacts *b)
 #undef FACT_STR
 }
 
-/* ---- Events from the connection (I/O thread) --------------------------- */
+/* ---- Events from the connection (threads: see GnbdConnEvents) ---------- */
 
 /* The connection's link back to its client: weak, so that a connection
  * outliving its client (replies still due) reports to nobody. */

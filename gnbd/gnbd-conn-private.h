@@ -5,7 +5,7 @@
  * the client's settings at connect time, driven by a reader source on the
  * I/O thread (gnbd-io.c), sending through the process's writer task
  * (gnbd-writer.c) when the concurrent writer is on.  It knows nothing of
- * GnbdClient: it reports to it through two callbacks, run on the I/O thread.
+ * GnbdClient: it reports to it through two callbacks (GnbdConnEvents).
  */
 #pragma once
 
@@ -65,14 +65,15 @@ typedef enum {
   GNBD_CONNECT_SYSTEMD_SOCKET_ACTIVATION,
 } GnbdConnectKind;
 
-/* Both run on the I/O thread, with no lock of the connection held.
- * ready: the handshake is done; @facts (transfer full, free with
- *   gnbd_facts_clear + g_free) are the export's; runs before the connect
- *   task returns.
+/* The connection's news, for its client; no lock of the connection is held.
+ * ready: on the I/O thread, when the handshake is done; @facts (transfer
+ *   full, free with gnbd_facts_clear + g_free) are the export's; before the
+ *   connect task returns.
  * closed: the connection ended; @error (transfer full) is NULL after a
- *   shutdown, else why it ended.  Runs once: after ready, or, if the
- *   connect failed or was cancelled, before the connect task returns.
- *   Never after gnbd_conn_close.
+ *   shutdown, else why it ended.  Once: after ready, on the I/O thread; or,
+ *   if the connect failed or was cancelled, before the connect task
+ *   returns, on the thread where that was found (the I/O thread, the
+ *   caller's, or the cancelling one).  Never after gnbd_conn_close.
  */
 typedef struct {
   void (*ready) (GnbdConn *conn, GnbdFacts *facts, gpointer data);

@@ -316,11 +316,13 @@ connect_error (int err, const char *msg, gboolean before_socket)
 {
   const char *m = msg ? msg : g_strerror (err);
 
+  /* libnbd-core reports the server's NBD_REP_ERR_TLS_REQD as ENOTSUP, as
+   * libnbd does; only its message tells it from other refusals. */
   if (msg && strstr (msg, "TLS is required by the server"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_REQUIRED,
-                        "The NBD server requires TLS and the client did not offer it (%s): set "
-                        "the client's tls property to GNBD_TLS_REQUIRE with tls-certificates or "
-                        "tls-psk-file, or connect with an nbds:// URI", m);
+                        "The NBD server requires TLS, and the client did not offer it: set the "
+                        "client's tls property to GNBD_TLS_REQUIRE (or GNBD_TLS_ALLOW) with "
+                        "tls-certificates or tls-psk-file, or connect with an nbds:// URI");
   if (msg && strstr (msg, "TLS"))
     return g_error_new (GNBD_ERROR, GNBD_ERROR_TLS_FAILED,
                         "TLS negotiation with the NBD server failed: %s (%s)", m,
@@ -402,12 +404,15 @@ attach_source (GnbdConn *conn)
     g_source_unref (source);
     return;
   }
-  conn->source = source;
+  /* conn->source is the connection's reference, which the I/O thread may
+   * drop as soon as the source is attached: this call keeps its own. */
+  conn->source = g_source_ref (source);
   pthread_mutex_unlock (&conn->lock);
   g_source_attach (source, gnbd_io_context ());
   /* The core may have gone through the whole handshake inside the
    * connect call already: nothing would come to read. */
   gnbd_io_source_poke (source);
+  g_source_unref (source);
 }
 
 typedef struct {
