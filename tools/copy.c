@@ -91,15 +91,15 @@ typedef struct {
   GnbdClient *client;
 } Side;
 
-/* Give GnbdCopy one side; FALSE with a message printed on failure. */
+/* Give GnbdCopy one side (checked by check_sides); FALSE with a message
+ * printed if it cannot connect. */
 static gboolean
-open_side (GnbdCopy *copy, Side *s, gboolean source, int *code)
+open_side (GnbdCopy *copy, Side *s, gboolean source)
 {
   const char *what = source ? "source" : "destination";
   g_autoptr (GError) error = NULL;
   g_autoptr (GFile) file = NULL;
 
-  *code = GT_EXIT_FAILED;
   switch (s->side.kind) {
   case GT_SIDE_URI:
   case GT_SIDE_COMMAND:
@@ -130,26 +130,37 @@ open_side (GnbdCopy *copy, Side *s, gboolean source, int *code)
       gnbd_copy_set_source_stream (copy, in);
     }
     else {
-      g_autoptr (GOutputStream) out = NULL;
+      g_autoptr (GOutputStream) out = g_unix_output_stream_new (STDOUT_FILENO, FALSE);
 
-      if (isatty (STDOUT_FILENO)) {
-        *code = gt_usage_error ("the destination is standard output, which is a terminal: "
-                                "redirect it to a file or a pipe");
-        return FALSE;
-      }
-      out = g_unix_output_stream_new (STDOUT_FILENO, FALSE);
       gnbd_copy_set_destination_stream (copy, out);
     }
     return TRUE;
   case GT_SIDE_NULL:
-    if (source) {
-      *code = gt_usage_error ("null: is a destination only");
-      return FALSE;
-    }
     gnbd_copy_set_destination_null (copy);
     return TRUE;
   }
   g_assert_not_reached ();
+}
+
+/* What the command line asks that cannot work, said before any server is
+ * run or connected to; FALSE after a usage error. */
+static gboolean
+check_sides (const Side *src, const Side *dst, int progress_fd)
+{
+  if (src->side.kind == GT_SIDE_NULL) {
+    gt_usage_error ("null: is a destination only");
+    return FALSE;
+  }
+  if (dst->side.kind == GT_SIDE_STDIO && isatty (STDOUT_FILENO)) {
+    gt_usage_error ("the destination is standard output, which is a terminal: "
+                    "redirect it to a file or a pipe");
+    return FALSE;
+  }
+  if (dst->side.kind == GT_SIDE_STDIO && progress_fd == STDOUT_FILENO) {
+    gt_usage_error ("--progress=1 would mix progress lines into the data on standard output");
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static void
@@ -383,13 +394,12 @@ gt_copy_main (int argc, char **argv)
   }
   sides[0].side = gt_side_from_word (a.words->pdata[0]);
   sides[1].side = gt_side_from_word (a.words->pdata[1]);
-  if (sides[1].side.kind == GT_SIDE_STDIO && progress_fd == STDOUT_FILENO) {
-    gt_usage_error ("--progress=1 would mix progress lines into the data on standard output");
+  if (!check_sides (&sides[0], &sides[1], progress_fd))
     goto out;
-  }
   /* A broken pipe is an error of the side that wrote to it, not a death. */
   signal (SIGPIPE, SIG_IGN);
-  if (!open_side (copy, &sides[0], TRUE, &code) || !open_side (copy, &sides[1], FALSE, &code))
+  code = GT_EXIT_FAILED;
+  if (!open_side (copy, &sides[0], TRUE) || !open_side (copy, &sides[1], FALSE))
     goto out;
   if (verbose) {
     guint connections, requests, request_size, sparse;

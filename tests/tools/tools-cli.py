@@ -77,6 +77,7 @@ bad = [
     (["copy", "--progress=99", "a", "b"], "not an open file descriptor"),
     (["copy", "--progress=0", "a", "b"], "not an open file descriptor"),
     (["copy", "--connections"], "needs a value"),
+    (["copy", "--progress=1", "nbd://x", "-"], "would mix progress lines"),
 ]
 for argv, msg in bad:
     p = t.gnbd(*argv)

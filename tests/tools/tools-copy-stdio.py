@@ -46,12 +46,15 @@ with open(img, "rb") as f:
 t.eq(t.sha256_nbd(mem.uri()), want, "the export holds the file")
 mem.stop()
 
-# stdout on a terminal: refused before anything is read.
+# stdout on a terminal: refused before any server is run.
 master, slave = pty.openpty()
-p = t.run([t.GNBD, "copy", *pattern, "-"], stdout=slave)
+pidfile = t.path("never.pid")
+p = t.run([t.GNBD, "copy", "[", "nbdkit", "-P", pidfile, "pattern", "1M", "]", "-"],
+          stdout=slave)
 os.close(slave)
 os.close(master)
 t.ok(p.returncode == 3 and "terminal" in p.err, "stdout on a terminal: exit 3, says why", p.err)
+t.ok(not os.path.exists(pidfile), "and the source server was never started")
 
 # The reader goes away after a few bytes: the copy fails, naming the
 # destination, and does not hang.
