@@ -29,8 +29,7 @@
 #define FILE_THREADS_MAX 8
 
 typedef enum {
-  PHASE_OPEN,
-  PHASE_CONNECT,
+  PHASE_SETUP,                  /* opening the sides, connecting more */
   PHASE_COPY,
   PHASE_FINISH,
   PHASE_DONE,
@@ -303,7 +302,6 @@ static void
 write_item (Engine *e, Item *item, GBytes *data)
 {
   const guint8 *p;
-  gsize n;
   guint64 sparse = e->params.sparse, end = item->offset + item->length;
   guint64 seg = item->offset, at = item->offset;
   gboolean seg_zero = FALSE;
@@ -312,7 +310,7 @@ write_item (Engine *e, Item *item, GBytes *data)
     write_data (e, item, item->offset, data);
     return;
   }
-  p = g_bytes_get_data (data, &n);
+  p = g_bytes_get_data (data, NULL);
   while (at < end) {
     guint64 block_end = MIN (end, (at / sparse + 1) * sparse);
     gboolean zero = is_zero (p + (at - item->offset), block_end - at);
@@ -631,7 +629,6 @@ open_done (Engine *e, Op *op, GError *error)
   for (GnbdSide **s = (GnbdSide *[]) { src, dst, NULL }; *s; s++)
     if ((*s)->kind == GNBD_SIDE_CLIENT && (!(*s)->can_multi_conn || !(*s)->uri))
       e->conns = 1;
-  e->phase = PHASE_CONNECT;
   gnbd_side_connect (src, e->conns, e->cancel, &op_new (e, OP_CONNECT, src, NULL)->op);
   gnbd_side_connect (dst, e->conns, e->cancel, &op_new (e, OP_CONNECT, dst, NULL)->op);
 }
@@ -819,7 +816,7 @@ gnbd_copy_engine_run (const GnbdSideSpec *source, const GnbdSideSpec *destinatio
   g_queue_init (&e->runs);
   e->done = g_hash_table_new_full (g_int64_hash, g_int64_equal, NULL, g_free);
   e->ready = g_hash_table_new_full (g_int64_hash, g_int64_equal, NULL, item_free);
-  e->phase = PHASE_OPEN;
+  e->phase = PHASE_SETUP;
   if (user_cancel) {
     e->user_cancel = g_object_ref (user_cancel);
     e->cancel_handler = g_cancellable_connect (user_cancel, G_CALLBACK (on_user_cancel),

@@ -39,7 +39,6 @@ struct _GnbdSide {
   /* FILE */
   GFile *file;
   int fd;
-  gboolean regular;
   gboolean truncate_at_end;     /* a regular file sized only at the end */
   GThreadPool *pool;
 

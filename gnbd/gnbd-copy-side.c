@@ -23,6 +23,7 @@
 #include <gio/gunixoutputstream.h>
 
 #include "gnbd-copy-side-private.h"
+#include "gnbd-tsan-private.h"
 
 /* base:allocation: the range reads as zeroes. */
 #define STATE_ZERO 2
@@ -94,6 +95,7 @@ completion_run (gpointer data)
 {
   Completion *c = data;
 
+  GNBD_TAKEOVER (c);
   c->op->done (c->op, g_steal_pointer (&c->error));
   return G_SOURCE_REMOVE;
 }
@@ -113,13 +115,16 @@ complete_later (GnbdSide *side, GnbdSideOp *op, GError *error)
 {
   Completion *c = g_new (Completion, 1);
   GSource *source = g_idle_source_new ();
+  GMainContext *context = side->context;   /* not side's after the handoff */
 
   c->op = op;
   c->error = error;
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
   g_source_set_callback (source, completion_run, c, completion_free);
   g_source_set_static_name (source, "[gnbd] copy request done");
-  g_source_attach (source, side->context);
+  /* What the pool's thread wrote (the side, the op) goes with it. */
+  GNBD_HANDOFF (c);
+  g_source_attach (source, context);
   g_source_unref (source);
 }
 
@@ -295,7 +300,6 @@ file_open (GnbdSide *side, gboolean size_known, guint64 size)
 
   if (S_ISREG (st.st_mode)) {
     side->fd = fd;
-    side->regular = TRUE;
     side->can_zero = TRUE;
     if (side->is_source) {
       side->size_known = TRUE;
@@ -337,9 +341,11 @@ file_job_run (gpointer data, gpointer user_data)
 {
   FileJob *job = data;
   GnbdSide *side = user_data;
-  GnbdSideOp *op = job->op;
+  GnbdSideOp *op;
   GError *error = NULL;
 
+  GNBD_TAKEOVER (job);
+  op = job->op;
   switch (job->kind) {
   case JOB_OPEN:
     error = file_open (side, job->size_known, job->size);
@@ -379,6 +385,14 @@ file_job_run (gpointer data, gpointer user_data)
   g_free (job);
 }
 
+/* The pool's thread gets the job, and what this thread wrote before. */
+static void
+job_push (GnbdSide *side, FileJob *job)
+{
+  GNBD_HANDOFF (job);
+  g_thread_pool_push (side->pool, job, NULL);
+}
+
 static void
 file_job_push (GnbdSide *side, JobKind kind, GnbdSideOp *op)
 {
@@ -386,7 +400,7 @@ file_job_push (GnbdSide *side, JobKind kind, GnbdSideOp *op)
 
   job->kind = kind;
   job->op = op;
-  g_thread_pool_push (side->pool, job, NULL);
+  job_push (side, job);
 }
 
 /* ---- Opening ------------------------------------------------------------- */
@@ -432,7 +446,7 @@ gnbd_side_open (GnbdSide *side, gboolean size_known, guint64 size, guint threads
     job->op = op;
     job->size_known = size_known;
     job->size = size;
-    g_thread_pool_push (side->pool, job, NULL);
+    job_push (side, job);
     return;
   case GNBD_SIDE_NULL:
     side->size_known = size_known;
@@ -836,7 +850,7 @@ gnbd_side_finish (GnbdSide *side, gboolean flush, guint64 total, GnbdSideOp *op)
     job->op = op;
     job->size = total;
     job->flush = flush;
-    g_thread_pool_push (side->pool, job, NULL);
+    job_push (side, job);
     return;
   case GNBD_SIDE_STREAM:
     if (side->is_source)

@@ -78,8 +78,8 @@ struct _GnbdCopy {
   GSource *tick;                /* the next progress emission, if due */
   gint64 last_tick;             /* monotonic time of the last one */
 
-  /* The counters: any thread reads them. */
-  GMutex lock;
+  /* The counters: written in the copy's context, read by any thread
+   * (atomically: see counter_get). */
   guint64 bytes_copied;
   guint64 bytes_total;
   guint64 bytes_skipped;
@@ -280,21 +280,32 @@ gnbd_copy_set_destination_null (GnbdCopy *self)
 
 /* ---- Counters and progress ----------------------------------------------- */
 
+/* Each counter on its own: nobody needs the three as one snapshot. */
+static guint64
+counter_get (const guint64 *counter)
+{
+  return __atomic_load_n (counter, __ATOMIC_RELAXED);
+}
+
+static void
+counter_set (guint64 *counter, guint64 value)
+{
+  __atomic_store_n (counter, value, __ATOMIC_RELAXED);
+}
+
 /* Notify the counters that changed since the last time; the copy's
  * context. */
 static void
 notify_counters (GnbdCopy *self)
 {
-  gboolean copied, total, skipped;
+  guint64 c = counter_get (&self->bytes_copied), t = counter_get (&self->bytes_total);
+  guint64 s = counter_get (&self->bytes_skipped);
+  gboolean copied = c != self->notified_copied, total = t != self->notified_total;
+  gboolean skipped = s != self->notified_skipped;
 
-  g_mutex_lock (&self->lock);
-  copied = self->bytes_copied != self->notified_copied;
-  total = self->bytes_total != self->notified_total;
-  skipped = self->bytes_skipped != self->notified_skipped;
-  self->notified_copied = self->bytes_copied;
-  self->notified_total = self->bytes_total;
-  self->notified_skipped = self->bytes_skipped;
-  g_mutex_unlock (&self->lock);
+  self->notified_copied = c;
+  self->notified_total = t;
+  self->notified_skipped = s;
 
   g_object_freeze_notify (G_OBJECT (self));
   if (copied)
@@ -310,16 +321,12 @@ static gboolean
 tick_run (gpointer data)
 {
   GnbdCopy *self = data;
-  guint64 copied, total;
 
   g_clear_pointer (&self->tick, g_source_unref);
   self->last_tick = g_get_monotonic_time ();
   notify_counters (self);
-  g_mutex_lock (&self->lock);
-  copied = self->bytes_copied;
-  total = self->bytes_total;
-  g_mutex_unlock (&self->lock);
-  g_signal_emit (self, signals[SIGNAL_PROGRESS], 0, copied, total);
+  g_signal_emit (self, signals[SIGNAL_PROGRESS], 0, counter_get (&self->bytes_copied),
+                 counter_get (&self->bytes_total));
   return G_SOURCE_REMOVE;
 }
 
@@ -331,11 +338,9 @@ on_engine_progress (guint64 copied, guint64 skipped, guint64 total, gpointer dat
   GnbdCopy *self = data;
   gint64 due;
 
-  g_mutex_lock (&self->lock);
-  self->bytes_copied = copied;
-  self->bytes_skipped = skipped;
-  self->bytes_total = total;
-  g_mutex_unlock (&self->lock);
+  counter_set (&self->bytes_copied, copied);
+  counter_set (&self->bytes_skipped, skipped);
+  counter_set (&self->bytes_total, total);
 
   if (self->tick)
     return;
@@ -359,13 +364,8 @@ on_engine_progress (guint64 copied, guint64 skipped, guint64 total, gpointer dat
 guint64
 gnbd_copy_get_bytes_copied (GnbdCopy *self)
 {
-  guint64 v;
-
   g_return_val_if_fail (GNBD_IS_COPY (self), 0);
-  g_mutex_lock (&self->lock);
-  v = self->bytes_copied;
-  g_mutex_unlock (&self->lock);
-  return v;
+  return counter_get (&self->bytes_copied);
 }
 
 /**
@@ -379,13 +379,8 @@ gnbd_copy_get_bytes_copied (GnbdCopy *self)
 guint64
 gnbd_copy_get_bytes_total (GnbdCopy *self)
 {
-  guint64 v;
-
   g_return_val_if_fail (GNBD_IS_COPY (self), 0);
-  g_mutex_lock (&self->lock);
-  v = self->bytes_total;
-  g_mutex_unlock (&self->lock);
-  return v;
+  return counter_get (&self->bytes_total);
 }
 
 /**
@@ -399,13 +394,8 @@ gnbd_copy_get_bytes_total (GnbdCopy *self)
 guint64
 gnbd_copy_get_bytes_skipped (GnbdCopy *self)
 {
-  guint64 v;
-
   g_return_val_if_fail (GNBD_IS_COPY (self), 0);
-  g_mutex_lock (&self->lock);
-  v = self->bytes_skipped;
-  g_mutex_unlock (&self->lock);
-  return v;
+  return counter_get (&self->bytes_skipped);
 }
 
 /* ---- Running ------------------------------------------------------------- */
@@ -499,9 +489,9 @@ gnbd_copy_run_async (GnbdCopy *self, GCancellable *cancellable,
   self->task = task;
   self->context = g_main_context_ref_thread_default ();
   self->last_tick = g_get_monotonic_time ();
-  g_mutex_lock (&self->lock);
-  self->bytes_copied = self->bytes_total = self->bytes_skipped = 0;
-  g_mutex_unlock (&self->lock);
+  counter_set (&self->bytes_copied, 0);
+  counter_set (&self->bytes_total, 0);
+  counter_set (&self->bytes_skipped, 0);
   notify_counters (self);
 
   engine_task = g_task_new (self, cancellable, on_engine_done, NULL);
@@ -583,7 +573,6 @@ gnbd_copy_finalize (GObject *object)
   /* A running copy holds a reference through its task: not here. */
   gnbd_side_spec_clear (&self->source);
   gnbd_side_spec_clear (&self->destination);
-  g_mutex_clear (&self->lock);
   G_OBJECT_CLASS (gnbd_copy_parent_class)->finalize (object);
 }
 
@@ -783,7 +772,6 @@ gnbd_copy_class_init (GnbdCopyClass *klass)
 static void
 gnbd_copy_init (GnbdCopy *self)
 {
-  g_mutex_init (&self->lock);
   self->params.request_size = 256 * 1024;
   self->params.requests = 64;
   self->params.connections = 4;

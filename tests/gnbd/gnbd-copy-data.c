@@ -6,7 +6,7 @@
  * qcow2 image through qemu-nbd, checked against `qemu-img convert`;
  * multi-conn (the connections counted in nbdkit's log, and refused where
  * the server does not advertise it); a null destination; sizes that are
- * not multiples of the request size; sync and async runs.
+ * not multiples of the request size; flush; sync and async runs.
  */
 #include "copy-test.h"
 
@@ -257,6 +257,57 @@ test_null (void)
   server_stop (&pattern);
 }
 
+/* flush: one NBD flush at the end (the log says so), none without; a
+ * file destination is synced (the run succeeds through fsync). */
+static void
+test_flush (void)
+{
+  g_autofree char *log = g_build_filename (servers_scratch_dir (), "flush.log", NULL);
+  g_autofree char *log_arg = g_strdup_printf ("logfile=%s", log);
+  g_autofree char *path = g_build_filename (servers_scratch_dir (), "flush.img", NULL);
+  g_autoptr (GFile) file = g_file_new_for_path (path);
+  g_autofree char *expected = ct_sum_pattern (4 * CT_MiB), *sum = NULL;
+  struct test_server pattern = { 0 }, mem = { 0 };
+  GnbdClient *src, *dst;
+  GError *error = NULL;
+
+  unlink (log);
+  gt_start_nbdkit (&pattern, (const char *[]) { "pattern", "size=4M", NULL });
+  gt_start_nbdkit (&mem, (const char *[]) { "--filter=log", "memory", "size=4M", log_arg,
+                                            NULL });
+  src = ct_client (&pattern, NULL);
+  dst = ct_client (&mem, NULL);
+  for (int flush = 0; flush <= 1; flush++) {
+    GnbdCopy *copy = gnbd_copy_new ();
+
+    g_object_set (copy, "flush", flush, NULL);
+    gnbd_copy_set_source_client (copy, src, NULL);
+    gnbd_copy_set_destination_client (copy, dst, NULL);
+    g_assert_true (ct_run (copy, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (ct_log_count (log, " Flush id="), ==, flush);
+    g_object_unref (copy);
+  }
+
+  {
+    GnbdCopy *copy = gnbd_copy_new ();
+
+    g_object_set (copy, "flush", TRUE, NULL);
+    gnbd_copy_set_source_client (copy, src, NULL);
+    gnbd_copy_set_destination_file (copy, file);
+    g_assert_true (ct_run (copy, NULL, &error));
+    g_assert_no_error (error);
+    g_object_unref (copy);
+    sum = ct_sum_file (path, G_MAXUINT64);
+    g_assert_cmpstr (sum, ==, expected);
+  }
+
+  g_object_unref (src);
+  g_object_unref (dst);
+  server_stop (&pattern);
+  server_stop (&mem);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -268,5 +319,6 @@ main (int argc, char **argv)
   g_test_add_func ("/copy/multi-conn-refused", test_multi_conn_refused);
   g_test_add_func ("/copy/multi-conn-no-uri", test_multi_conn_no_uri);
   g_test_add_func ("/copy/null", test_null);
+  g_test_add_func ("/copy/flush", test_flush);
   return g_test_run ();
 }
