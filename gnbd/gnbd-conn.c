@@ -540,7 +540,7 @@ create_handle (GnbdConn *conn, GError **error)
   for (char **m = s->meta_contexts; ok && m && *m; m++)
     ok = nbd_add_meta_context (nbd, *m) == 0;
   if (ok && s->concurrent_writer && !conn->list_mode)
-    ok = (conn->writer = gnbd_writer_conn_new (nbd)) != NULL;
+    ok = (conn->writer = gnbd_writer_conn_new (nbd, (GnbdWriterReleased) conn_poke, conn)) != NULL;
   if (!ok) {
     g_set_error (error, GNBD_ERROR, gnbd_error_code_from_errno (nbd_get_errno ()),
                  "The client's settings are not valid: %s (%s)", nbd_get_error (),
@@ -1290,6 +1290,10 @@ io_dispatch (gpointer data, GIOCondition revents)
       r = nbd_aio_notify_read (nbd);
     else if (revents & G_IO_OUT)
       r = nbd_aio_notify_write (nbd);
+    else if (nbd_aio_is_ready (nbd))
+      /* Poked: the writer gave payloads back, and a write whose reply came
+       * first completes at the next call into the handle (any call). */
+      nbd_aio_in_flight (nbd);
     if (r == -1 && (handle_ended (nbd) || nbd_aio_is_created (nbd)))
       note_end (conn, nbd_get_errno (), nbd_get_error ());
   }

@@ -10,10 +10,18 @@ G_BEGIN_DECLS
 
 typedef struct _GnbdWriterConn GnbdWriterConn;
 
+/* Called by the writer task after it gave lent bytes back, on its thread.
+ * A write whose reply overtook that release is pinned by the core until
+ * the next call into the handle (nbd_poll would wake on the release, a
+ * loop of one's own does not): the connection must then call into it. */
+typedef void (*GnbdWriterReleased) (gpointer data);
+
 /* Make @nbd (newly created) send through the writer task: sets the core's
  * zero-copy writer on it and registers it, starting the task if it is not
- * running.  NULL with the core's error set if the core refused. */
-GnbdWriterConn *gnbd_writer_conn_new (struct nbd_handle *nbd);
+ * running.  @released (with @data) runs as said above, only while @nbd is
+ * registered.  NULL with the core's error set if the core refused. */
+GnbdWriterConn *gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released,
+                                      gpointer data);
 
 /* Stop serving @w and free it: waits for a send in progress on it (never
  * more than one non-blocking sendmsg), drops what is queued and gives every
@@ -24,5 +32,9 @@ void gnbd_writer_conn_free (GnbdWriterConn *w);
 /* For tests: wait until no writer task is running or starting, at most
  * @timeout_us; TRUE if it got there. */
 gboolean gnbd_writer_wait_stopped (gint64 timeout_us);
+
+/* For tests: give lent bytes back @delay_ms after sending them (0, the
+ * default: at once), so that the server's replies overtake the releases. */
+void gnbd_writer_delay_releases (guint delay_ms);
 
 G_END_DECLS

@@ -55,6 +55,8 @@ typedef struct {
 
 struct _GnbdWriterConn {
   struct nbd_handle *nbd;
+  GnbdWriterReleased released;
+  gpointer released_data;
 
   /* Shared by the callback (any thread driving the handle) and the writer
    * thread. */
@@ -72,6 +74,9 @@ struct _GnbdWriterConn {
   /* Under writer.lock: the thread works on it outside that lock. */
   gboolean sending;
 };
+
+/* gnbd_writer_delay_releases: 0 except in a test (atomic). */
+static gint release_delay_ms;
 
 /* How one run of the task went: its GTask result. */
 typedef struct {
@@ -309,8 +314,14 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     pthread_mutex_unlock (&w->lock);
     /* Right after the send, before anything that could wait: the write
      * completes only once its payload is back. */
-    if (lent)
+    if (lent) {
+      guint delay = (guint) g_atomic_int_get (&release_delay_ms);
+
+      if (delay)
+        g_usleep (delay * G_TIME_SPAN_MILLISECOND);
       nbd_concurrent_writer_release (w->nbd, lent);
+      w->released (w->released_data);
+    }
   }
 }
 
@@ -481,13 +492,15 @@ writer_task_start (gpointer data)
 /* ---- Registration --------------------------------------------------------- */
 
 GnbdWriterConn *
-gnbd_writer_conn_new (struct nbd_handle *nbd)
+gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released, gpointer data)
 {
   GnbdWriterConn *w = g_new0 (GnbdWriterConn, 1);
   gboolean start = FALSE;
 
   pthread_mutex_init (&w->lock, NULL);
   w->nbd = nbd;
+  w->released = released;
+  w->released_data = data;
   if (nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
     pthread_mutex_destroy (&w->lock);
     g_free (w);
@@ -553,4 +566,10 @@ gnbd_writer_wait_stopped (gint64 timeout_us)
   r = !writer.running && writer.live_tasks == 0;
   pthread_mutex_unlock (&writer.lock);
   return r;
+}
+
+void
+gnbd_writer_delay_releases (guint delay_ms)
+{
+  g_atomic_int_set (&release_delay_ms, (gint) delay_ms);
 }

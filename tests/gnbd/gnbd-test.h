@@ -73,18 +73,30 @@ gt_async_cb (GObject *source, GAsyncResult *result, gpointer data)
   g_atomic_int_set (&a->done, 1);
 }
 
-/* Iterate the thread-default context until @flag is set (bounded). */
+static inline gboolean
+gt_tick_ (gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+/* Iterate the thread-default context until @flag is set, failing after
+ * GT_WAIT_SECONDS (a tick wakes the loop to look at the clock). */
 static inline void
 gt_iterate_until (gint *flag)
 {
   GMainContext *ctx = g_main_context_ref_thread_default ();
   gint64 end = g_get_monotonic_time () + GT_WAIT_SECONDS * G_USEC_PER_SEC;
+  GSource *tick = g_timeout_source_new (250);
 
+  g_source_set_callback (tick, gt_tick_, NULL, NULL);
+  g_source_attach (tick, ctx);
   while (!g_atomic_int_get (flag)) {
     if (g_get_monotonic_time () > end)
       g_error ("gave up waiting after %d s", GT_WAIT_SECONDS);
     g_main_context_iteration (ctx, TRUE);
   }
+  g_source_destroy (tick);
+  g_source_unref (tick);
   g_main_context_unref (ctx);
 }
 

@@ -1,6 +1,7 @@
-/* gnbd-writer: a writer failure reaches every pending request and the
- * `closed` signal, never a hang (linked with gnbd's objects, to see the
- * writer task end).
+/* gnbd-writer: the writer task against the server's timing (linked with
+ * gnbd's objects, for its test hooks): a reply that overtakes the release of
+ * its write's payload still completes the write; and a writer failure
+ * reaches every pending request and the `closed` signal, never a hang.
  *
  * nbdkit (pause filter) holds every request while 64 MiB of writes and
  * some reads are sent: its workers take a few, the socket fills, and the
@@ -94,10 +95,42 @@ test_server_killed (gconstpointer data)
   server_stop (&s);
 }
 
+/* A reply that overtakes the writer's release: the core pins the write
+ * until the next call into the handle after the release, and nothing comes
+ * on the socket to make one.  The writer tells the connection after each
+ * release, and the write completes.  (Releases are held back 300 ms here;
+ * the core waits 20 ms before pinning.) */
+static void
+test_reply_before_release (void)
+{
+  struct test_server s;
+  const char *args[] = { "memory", "1M", NULL };
+  g_autoptr (GBytes) payload = gt_pattern (4096, 9);
+  GError *error = NULL;
+  GnbdClient *c;
+
+  gt_start_nbdkit (&s, args);
+  c = gt_client_unix (&s, TRUE);
+  gnbd_writer_delay_releases (300);
+  for (int i = 0; i < 3; i++) {
+    GtAsync a = { 0 };
+
+    gnbd_client_pwrite_async (c, payload, (guint64) i * 4096, GNBD_COMMAND_FLAG_NONE, NULL,
+                              gt_async_cb, &a);
+    g_assert_true (gnbd_client_pwrite_finish (c, gt_async_wait (&a), &error));
+    g_assert_no_error (error);
+    gt_async_clear (&a);
+  }
+  gnbd_writer_delay_releases (0);
+  g_object_unref (c);
+  server_stop (&s);
+}
+
 int
 main (int argc, char **argv)
 {
   gt_init (&argc, &argv, 600);
+  g_test_add_func ("/writer/reply-before-release", test_reply_before_release);
   g_test_add_data_func ("/writer/server-killed/writer", GINT_TO_POINTER (1),
                         test_server_killed);
   g_test_add_data_func ("/writer/server-killed/no-writer", GINT_TO_POINTER (0),
