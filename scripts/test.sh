@@ -123,13 +123,14 @@ pass_asan () {
 # ThreadSanitizer: its own build, since it cannot be combined with ASan.
 # Only the suites where threads meet a handle (the concurrent writer and
 # the examples, the aio deadlock tests, the libnbd programs with threads,
-# TLS with the writer, and 'threads': the other programs that start threads,
-# listed in tests/core/threads.tests):
+# TLS with the writer, 'threads': the other programs that start threads,
+# listed in tests/core/threads.tests, gnbd, and the gnbd command, whose
+# copies run GnbdCopy's threads under load; its tests copy less under TSan):
 # the single-threaded rest gains nothing from TSan and would double the
 # pass's time.  Any report fails its test (halt_on_error).
 # gnbd:gnbd is the suite 'gnbd' of project 'gnbd': a bare 'gnbd' names the
 # whole project to meson and would select every test.
-tsan_suites=(writer examples aio compat tls threads gnbd:gnbd)
+tsan_suites=(writer examples aio compat tls threads gnbd:gnbd tools)
 pass_tsan () {
   local suites=() s
   setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Dtls=enabled \
