@@ -112,7 +112,7 @@ run_tests () {
 # Each pass chains its steps with || return: it runs inside `if`, where
 # set -e does not apply.
 # asan runs every test; these suites must be among them.
-asan_suites=(core compat compat-libnbd tls writer faults threads hostile install examples servers)
+asan_suites=(core compat compat-libnbd tls writer faults threads hostile install examples servers gnbd slow tools)
 pass_asan () {
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true \
     -Dtls=enabled -Dgnbd=enabled || return
