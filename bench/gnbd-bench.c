@@ -350,7 +350,7 @@ main (int argc, char *argv[])
 
   /* Warm up (caches, the allocator, the writer's thread) for a tenth of the
    * measured time, 0.1 s at most, or a tenth of the requests. */
-  run_phase (&b, MIN (o.duration / 10, 0.1), o.requests / 10);
+  run_phase (&b, MIN (o.duration / 10, 0.1), o.requests ? MAX (o.requests / 10, 1) : 0);
   completed0 = b.completed;
   t0 = now ();
   run_phase (&b, o.duration, o.requests);
