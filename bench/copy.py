@@ -208,7 +208,7 @@ def main():
     out = [BEGIN, "## gnbd copy against nbdcopy", "",
            f"Written by `bash bench/copy.sh` (--rounds {args.rounds}) on "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; the run took "
-           f"{elapsed:.0f} s. gnbd {version([GNBD, '--version'])} (buildtype=release), "
+           f"{elapsed:.0f} s. {version([GNBD, '--version'])} (buildtype=release), "
            f"{version(['nbdcopy', '--version'])}, {version(['nbdkit', '--version'])}, "
            f"{CPUS} CPUs, {platform.release()}; load average at the start {load_start}, at the "
            f"end {loadavg()}.", "",
