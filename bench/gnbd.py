@@ -204,7 +204,7 @@ def report(info, sections, det, elapsed):
     o.append("Written by `%s` on %s; this part took %.0f s. Load average at its start: %s; at its "
              "end: %s. Machine and versions as above; also %s.\n"
              % (info["command"], info["date"], elapsed, info["load_start"], info["load_end"],
-                ", ".join("%s %s" % kv for kv in info["versions"])))
+                ", ".join(info["versions"])))
     o.append(
         "Method: every run connects to a sink server of its own on a Unix socket, warms up for a "
         "tenth of the measured time (0.1 s at most), then measures %.2f s; runs alternate within a "
@@ -309,8 +309,8 @@ def main():
         "command": args.command,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_start": core.loadavg(),
-        "versions": [("gjs", core.sh("gjs --version")), ("python", core.sh("/usr/bin/python3 --version")),
-                     ("GLib", core.sh("pkg-config --modversion glib-2.0"))],
+        "versions": [core.sh("gjs --version"), core.sh("/usr/bin/python3 --version"),
+                     "GLib " + core.sh("pkg-config --modversion glib-2.0")],
         "duration": duration, "rounds": rounds, "pin_cpu": pin_cpu,
         "det_short": short, "det_long": long_,
     }
