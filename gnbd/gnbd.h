@@ -14,5 +14,6 @@
 #include <gnbd/gnbd-types.h>
 #include <gnbd/gnbd-enum-types.h>
 #include <gnbd/gnbd-client.h>
+#include <gnbd/gnbd-copy.h>
 
 #undef __GNBD_INSIDE__

@@ -2,9 +2,9 @@
  *
  * Owns the TAP stream on stdout (plan, "ok N - ..." lines, "# ..." comments)
  * and the exit status; it never talks to a server and never depends on
- * libnbd-core (is_errno is a macro, so only the test that uses it needs
- * <libnbd.h>).  Include it from exactly one .c file per test program: the
- * counters live in that translation unit.
+ * libnbd-core (is_errno and must are macros, so only the test that uses
+ * them needs <libnbd.h>).  Include it from exactly one .c file per test
+ * program: the counters live in that translation unit.
  *
  *   int main (void) {
  *     tap_timeout (120);               // or TAP_DEFAULT_TIMEOUT
@@ -13,6 +13,7 @@
  *     is_int (nbd_get_size (h), 1048576, "size of the export");
  *     ok (nbd_pread (h, buf, 1, 1 << 20, 0) == -1, "read past the end fails");
  *     is_errno (EINVAL, "and says EINVAL");
+ *     must (nbd_set_opt_mode (h, true)); // set-up: bails out on failure
  *     return done_testing ();          // non-zero if any test failed
  *   }
  *
@@ -310,6 +311,16 @@ tap_skip_ (const char *fmt, ...)
   tap_is_errno_ (__FILE__, __LINE__, nbd_get_errno (), nbd_get_error (), (want), __VA_ARGS__)
 /* skip: count one test as skipped, with a reason. */
 #define skip(...) tap_skip_ (__VA_ARGS__)
+/* must: a set-up call (an nbd_* call that returns -1 on failure) that has
+ * to succeed, or what follows would test something else, maybe passing for
+ * the wrong reason: bails out naming the call and nbd_get_error ().  Needs
+ * <libnbd.h>. */
+#define must(call)                                                      \
+  do {                                                                  \
+    if ((call) == -1)                                                   \
+      bail_out ("%s line %d: %s failed: %s", __FILE__, __LINE__, #call,  \
+                nbd_get_error () ? nbd_get_error () : "(no error)");    \
+  } while (0)
 
 /* done_testing: end of the program's tests.  Prints the plan if none was
  * given, checks the count against it otherwise, and returns the exit status

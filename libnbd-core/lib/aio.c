@@ -5,6 +5,7 @@
  * Owns the moves to DEAD and CLOSED; never blocks (poll.c waits).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -33,16 +34,57 @@ drop_socket (struct nbd_handle *h)
   nbd_internal_set_fd (h, -1);
 }
 
+/* What the commands stranded by a death fail with.  As libnbd, ENOTCONN
+ * when the connection broke under them (ECONNRESET, EPIPE...: programs
+ * test for ENOTCONN; the cause goes into the message); a lying server's
+ * EPROTO and the concurrent writer's own errno (its documented contract)
+ * stay. */
+static int
+stranded_errno (struct nbd_handle *h, int errnum)
+{
+  if (errnum == EPROTO || (h->writer && errnum == atomic_load (&h->writer_err)))
+    return errnum;
+  return ENOTCONN;
+}
+
+/* The stranded commands' message: the cause, without the "<call>: " of
+ * whichever call met it, nor its strerror when that is also the commands'
+ * (@err's, which their message ends with anyway). */
+static void
+keep_cause (struct nbd_handle *h, int err)
+{
+  const char *msg = nbd_get_error (), *ctx = nbd_internal_get_context ();
+  const char *tail = strerror (err);
+  size_t n = strlen (ctx), len, tlen = strlen (tail);
+
+  if (!msg || h->lost_why)
+    return;
+  if (strncmp (msg, ctx, n) == 0 && strncmp (msg + n, ": ", 2) == 0)
+    msg += n + 2;
+  len = strlen (msg);
+  if (nbd_get_errno () == err && len > tlen + 2 && strcmp (msg + len - tlen, tail) == 0 &&
+      strncmp (msg + len - tlen - 2, ": ", 2) == 0)
+    len -= tlen + 2;
+  if (asprintf (&h->lost_why, "the connection died before the server replied (%.*s)", (int) len,
+                msg) == -1)
+    h->lost_why = NULL;         /* the commands fall back to the short text */
+}
+
 void
 nbd_internal_set_dead (struct nbd_handle *h, int errnum)
 {
+  int cmd_err;
+
   if (h->state == ST_DEAD || h->state == ST_CLOSED)
     return;
   debug (h, "connection is dead: %s", nbd_get_error () ? nbd_get_error () : "");
   h->state = ST_DEAD;
   if (!errnum)
     errnum = ENOTCONN;
-  nbd_internal_abort_commands (h, errnum);
+  cmd_err = stranded_errno (h, errnum);
+  if (h->in_flight > 0)
+    keep_cause (h, cmd_err);
+  nbd_internal_abort_commands (h, cmd_err);
   if (h->opt.kind != OPTK_NONE)
     nbd_internal_opt_complete (h, errnum, "the connection died");
   drop_socket (h);
@@ -120,32 +162,40 @@ nbd_internal_notify_write (struct nbd_handle *h)
   }
 }
 
-/* As in libnbd, an event is an error where the state machine has no
- * socket to act on. */
+/* As libnbd: an event the state machine is not waiting for, one not in
+ * nbd_aio_get_direction, is EINVAL in every state (notify_write in READY
+ * with nothing to send, notify_read while the handshake has bytes to send,
+ * either with no socket).  Event numbers as libnbd's: 0 read, 1 write. */
 static bool
-event_valid (struct nbd_handle *h, int event)
+event_valid (struct nbd_handle *h, int event, unsigned direction)
 {
-  switch (h->state) {
-  case ST_CREATED:
-  case ST_NEGOTIATING:
-  case ST_DEAD:
-  case ST_CLOSED:
-    set_error (EINVAL, "external event %d is invalid in state %s", event,
-               nbd_internal_state_name (h));
-    return false;
-  default:
+  if (nbd_internal_direction (h) & direction)
     return true;
-  }
+  set_error (EINVAL, "external event %d is invalid in state %s", event,
+             nbd_internal_state_name (h));
+  return false;
 }
 
+/* Unlike libnbd, which sends each request as it is queued, the core's
+ * direction asks to write whenever requests wait to go out together, and
+ * notify_read sends them after reading replies.  So a loop that got POLLIN
+ * and POLLOUT from one poll and calls notify_read, then notify_write (as
+ * libnbd programs do, though its manual advises notify_read alone), often
+ * finds the write already done: that one notify_write succeeds. */
 EXPORT int
 nbd_aio_notify_read (struct nbd_handle *h)
 {
   int r = -1;
 
   ENTER (h, "nbd_aio_notify_read", PS_ANY, -1);
-  if (event_valid (h, 0))
+  h->write_absorbed = false;
+  if (event_valid (h, 0, LIBNBD_AIO_DIRECTION_READ)) {
+    bool wanted_write = nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE;
+
     r = nbd_internal_notify_read (h);
+    h->write_absorbed = wanted_write && h->state == ST_READY &&
+                        !(nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE);
+  }
   LEAVE (h);
   return r;
 }
@@ -154,9 +204,14 @@ EXPORT int
 nbd_aio_notify_write (struct nbd_handle *h)
 {
   int r = -1;
+  bool absorbed;
 
   ENTER (h, "nbd_aio_notify_write", PS_ANY, -1);
-  if (event_valid (h, 1))
+  absorbed = h->write_absorbed && h->state == ST_READY;
+  h->write_absorbed = false;
+  if (absorbed && !(nbd_internal_direction (h) & LIBNBD_AIO_DIRECTION_WRITE))
+    r = 0;
+  else if (event_valid (h, 1, LIBNBD_AIO_DIRECTION_WRITE))
     r = nbd_internal_notify_write (h);
   LEAVE (h);
   return r;
@@ -338,6 +393,20 @@ nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chu
     FREE_CALLBACK (*cb);
 }
 
+/* ENTER for every command call, aio and sync: connected, and a read or a
+ * write needs its buffer.  (libnbd 1.14 zeroes a read's buffer before this
+ * check when pread_initialize is on, and crashes on NULL; here it is EFAULT
+ * either way.) */
+bool
+nbd_internal_enter_command (struct nbd_handle *h, const char *name, uint16_t type,
+                            const void *buf)
+{
+  const struct nonnull_arg arg = NONNULL (buf);
+
+  return nbd_internal_enter_args (h, name, PS_CONNECTED, &arg,
+                                  type == NBD_CMD_READ || type == NBD_CMD_WRITE);
+}
+
 /* The shape every aio command shares: enter, check and queue, leave, and
  * free whichever callbacks the core did not take. */
 static int64_t
@@ -347,7 +416,7 @@ aio_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fla
 {
   int64_t r = -1;
 
-  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+  if (nbd_internal_enter_command (h, name, type, data)) {
     r = nbd_internal_checked_command (h, type, flags, allowed, offset, count, data, cb, chunk,
                                       extent);
     LEAVE (h);

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,17 +38,6 @@ set_nonblock_cloexec (int fd)
   return 0;
 }
 
-int
-nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
-{
-  nbd_internal_set_fd (h, fd);
-  if (connecting) {
-    h->state = ST_CONNECTING;
-    return 0;
-  }
-  return nbd_internal_hs_begin (h);
-}
-
 /* A connect that fails at once leaves the handle dead, as libnbd's does: a
  * handle connects once. */
 static int
@@ -55,6 +45,42 @@ fail_connect (struct nbd_handle *h, int err)
 {
   nbd_internal_set_dead (h, err);
   return -1;
+}
+
+/* The writer's promise (libnbd.h): with a concurrent writer set, the
+ * descriptor number the handle has given out stays valid and the same until
+ * nbd_close, because the writer's thread may have cached it and
+ * nbd_concurrent_writer_error shuts it down without the lock.  So a later
+ * socket (the next TCP address, or a new connect after a failed one) is
+ * moved onto that number; closing it and opening another could hand the
+ * number to some other file in between. */
+static int
+adopt_socket (struct nbd_handle *h, int fd)
+{
+  if (h->writer && h->fd >= 0) {
+    int r = dup3 (fd, h->fd, O_CLOEXEC), err = errno;
+
+    close (fd);
+    if (r == -1) {
+      set_error (err, "dup3");
+      return -1;
+    }
+    return 0;
+  }
+  nbd_internal_set_fd (h, fd);
+  return 0;
+}
+
+int
+nbd_internal_start_socket (struct nbd_handle *h, int fd, bool connecting)
+{
+  if (adopt_socket (h, fd) == -1)
+    return fail_connect (h, nbd_get_errno ());
+  if (connecting) {
+    h->state = ST_CONNECTING;
+    return 0;
+  }
+  return nbd_internal_hs_begin (h);
 }
 
 int
@@ -90,7 +116,9 @@ tcp_done (struct nbd_handle *h)
 
 /* As libnbd: when the name does not resolve or no address answers, the
  * handle goes back to created, so that the program can connect it again
- * (to a server still starting, say).  The error must already be set. */
+ * (to a server still starting, say).  Under a writer the refused socket
+ * keeps the handle's descriptor number for that next connect.  The error
+ * must already be set. */
 static int
 tcp_fail (struct nbd_handle *h)
 {
@@ -106,6 +134,12 @@ tcp_fail (struct nbd_handle *h)
 static int
 tcp_try_next (struct nbd_handle *h, int last_err)
 {
+  /* The socket that was refused goes now, unless a writer holds its
+   * number: then the next socket takes the number over. */
+  if (!h->writer && h->fd >= 0) {
+    close (h->fd);
+    nbd_internal_set_fd (h, -1);
+  }
   while (h->tcp_next) {
     struct addrinfo *ai = h->tcp_next;
     int fd, one = 1;
@@ -121,11 +155,8 @@ tcp_try_next (struct nbd_handle *h, int last_err)
       tcp_done (h);
       return nbd_internal_start_socket (h, fd, false);
     }
-    if (errno == EINPROGRESS) {
-      nbd_internal_set_fd (h, fd);
-      h->state = ST_CONNECTING;
-      return 0;
-    }
+    if (errno == EINPROGRESS)
+      return nbd_internal_start_socket (h, fd, true);
     last_err = errno;
     close (fd);
   }
@@ -145,10 +176,10 @@ nbd_internal_finish_connect (struct nbd_handle *h)
     tcp_done (h);
     return nbd_internal_hs_begin (h);
   }
-  close (h->fd);
-  nbd_internal_set_fd (h, -1);
   if (h->tcp_all)
     return tcp_try_next (h, err);
+  /* Dead: the socket goes with the connection (or, under a writer, is
+   * only shut down). */
   set_error (err, "connect");
   return fail_connect (h, err);
 }
@@ -245,15 +276,13 @@ nbd_internal_aio_connect_sa (struct nbd_handle *h, char **argv)
   }
   if (nbd_internal_spawn_socket_activation (argv, &h->sa_tmpdir, &h->sa_sockpath, &h->pid) == -1)
     return fail_connect (h, nbd_get_errno ());
-  if (nbd_internal_aio_connect_unix (h, h->sa_sockpath) == -1)
-    return -1;
   /* As libnbd: the URI of the private socket (good while the handle lives). */
   if (!h->uri) {
     struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = h->sa_sockpath,
                          .socket_len = strlen (h->sa_sockpath), .export_name = h->export_name };
     h->uri = nbd_internal_format_uri (&u);
   }
-  return 0;
+  return nbd_internal_aio_connect_unix (h, h->sa_sockpath);
 }
 
 /* URIs: parse, apply the handle's URI policy, set what the URI says, then
@@ -341,12 +370,13 @@ out:
 /* ---- Public calls ----------------------------------------------------- */
 
 /* Each connect has an aio form and a sync form that waits for the
- * handshake (or, in opt mode, for negotiation to begin). */
-#define CONNECT_PAIR(syncname, aioname, params, args)                    \
+ * handshake (or, in opt mode, for negotiation to begin).  The trailing
+ * arguments are NONNULL (param) for each pointer parameter. */
+#define CONNECT_PAIR(syncname, aioname, params, args, ...)               \
   EXPORT int aioname params                                              \
   {                                                                      \
     int r;                                                               \
-    ENTER (h, #aioname, PS_CREATED, -1);                                 \
+    ENTER_ARGS (h, #aioname, PS_CREATED, -1, __VA_ARGS__);               \
     r = IMPL args;                                                       \
     LEAVE (h);                                                           \
     return r;                                                            \
@@ -354,7 +384,7 @@ out:
   EXPORT int syncname params                                             \
   {                                                                      \
     int r;                                                               \
-    ENTER (h, #syncname, PS_CREATED, -1);                                \
+    ENTER_ARGS (h, #syncname, PS_CREATED, -1, __VA_ARGS__);              \
     r = IMPL args;                                                       \
     if (r == 0)                                                          \
       r = nbd_internal_wait_connected (h);                               \
@@ -364,32 +394,31 @@ out:
 
 #define IMPL nbd_internal_aio_connect_uri
 CONNECT_PAIR (nbd_connect_uri, nbd_aio_connect_uri, (struct nbd_handle *h, const char *uri),
-              (h, uri))
+              (h, uri), NONNULL (uri))
 #undef IMPL
 
+/* As libnbd, the URI names the socket even if connecting to it fails (the
+ * handle is then dead, and nbd_get_uri still answers). */
 static int
 connect_unix_impl (struct nbd_handle *h, const char *path)
 {
-  int r = nbd_internal_aio_connect_unix (h, path);
-
-  if (r == 0 && !h->uri) {
-    char *enc = NULL;
+  if (!h->uri) {
     struct nbd_uri u = { .transport = NBD_URI_UNIX, .socket = (char *) path,
                          .socket_len = strlen (path), .export_name = h->export_name };
-    enc = nbd_internal_format_uri (&u);
-    h->uri = enc;
+    h->uri = nbd_internal_format_uri (&u);
   }
-  return r;
+  return nbd_internal_aio_connect_unix (h, path);
 }
 #define IMPL connect_unix_impl
 CONNECT_PAIR (nbd_connect_unix, nbd_aio_connect_unix,
-              (struct nbd_handle *h, const char *unixsocket), (h, unixsocket))
+              (struct nbd_handle *h, const char *unixsocket), (h, unixsocket),
+              NONNULL (unixsocket))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_tcp
 CONNECT_PAIR (nbd_connect_tcp, nbd_aio_connect_tcp,
               (struct nbd_handle *h, const char *hostname, const char *port),
-              (h, hostname, port))
+              (h, hostname, port), NONNULL (hostname), NONNULL (port))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_vsock
@@ -417,22 +446,105 @@ CONNECT_PAIR (nbd_connect_socket, nbd_aio_connect_socket, (struct nbd_handle *h,
 
 #define IMPL nbd_internal_aio_connect_command
 CONNECT_PAIR (nbd_connect_command, nbd_aio_connect_command, (struct nbd_handle *h, char **argv),
-              (h, argv))
+              (h, argv), NONNULL (argv))
 #undef IMPL
 
 #define IMPL nbd_internal_aio_connect_sa
 CONNECT_PAIR (nbd_connect_systemd_socket_activation, nbd_aio_connect_systemd_socket_activation,
-              (struct nbd_handle *h, char **argv), (h, argv))
+              (struct nbd_handle *h, char **argv), (h, argv), NONNULL (argv))
 #undef IMPL
+
+/* As libnbd: the URI of a socket address, numeric host and port (also if
+ * connecting to it then fails); NULL for an address no URI can name (an
+ * unnamed socket, another family). */
+static char *
+sockaddr_uri (const struct sockaddr *sa, socklen_t len)
+{
+  struct nbd_uri u = { .export_name = "" };
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  const size_t path_off = offsetof (struct sockaddr_un, sun_path);
+
+  if (len < sizeof sa->sa_family)
+    return NULL;
+  switch (sa->sa_family) {
+  case AF_INET:
+  case AF_INET6:
+    if (getnameinfo (sa, len, host, sizeof host, port, sizeof port,
+                     NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      return NULL;
+    u.transport = NBD_URI_TCP;
+    u.host = host;
+    u.port = port;
+    break;
+  case AF_UNIX: {
+    const struct sockaddr_un *sun = (const struct sockaddr_un *) sa;
+    size_t n;
+
+    if (len <= path_off)
+      return NULL;
+    n = len - path_off < sizeof sun->sun_path ? len - path_off : sizeof sun->sun_path;
+    u.transport = NBD_URI_UNIX;
+    u.socket = (char *) sun->sun_path;
+    /* A path ends at its NUL; an abstract name (leading NUL) is all n bytes. */
+    u.socket_len = sun->sun_path[0] ? strnlen (sun->sun_path, n) : n;
+    break;
+  }
+#ifdef AF_VSOCK
+  case AF_VSOCK: {
+    const struct sockaddr_vm *svm = (const struct sockaddr_vm *) sa;
+
+    if (len < sizeof *svm)
+      return NULL;
+    snprintf (port, sizeof port, "%" PRIu32, (uint32_t) svm->svm_port);
+    u.transport = NBD_URI_VSOCK;
+    u.cid = svm->svm_cid;
+    u.port = port;
+    break;
+  }
+#endif
+  default:
+    return NULL;
+  }
+  return nbd_internal_format_uri (&u);
+}
 
 EXPORT int
 nbd_aio_connect (struct nbd_handle *h, const struct sockaddr *addr, socklen_t addrlen)
 {
   int r;
 
-  ENTER (h, "nbd_aio_connect", PS_CREATED, -1);
+  ENTER_ARGS (h, "nbd_aio_connect", PS_CREATED, -1, NONNULL (addr));
+  h->uri = sockaddr_uri (addr, addrlen);
   r = nbd_internal_connect_sockaddr (h, addr, addrlen);
   LEAVE (h);
+  return r;
+}
+
+/* As libnbd, the URI is rebuilt from what the handle holds now: where it
+ * connected (h->uri), the export name, and TLS as it stands.  The scheme is
+ * nbds whenever TLS is required or was negotiated: a URI that silently
+ * dropped TLS would be a trap when reused.  The TLS files go only into an
+ * nbds URI (nbd_connect_uri refuses them on a plaintext one), and the TLS
+ * username only when it is not the default ($LOGNAME) that a new handle
+ * would use anyway. */
+static char *
+current_uri (struct nbd_handle *h)
+{
+  const char *logname = getenv ("LOGNAME");
+  struct nbd_uri where, u;
+  char *r;
+
+  if (nbd_internal_parse_uri (h->uri, &where) == -1)
+    return NULL;
+  u = where;
+  u.tls = h->tls == LIBNBD_TLS_REQUIRE || (h->tls == LIBNBD_TLS_ALLOW && h->tls_negotiated);
+  u.export_name = h->export_name;
+  u.username = h->tls_username && (!logname || strcmp (h->tls_username, logname) != 0)
+               ? h->tls_username : NULL;
+  u.tls_certificates = u.tls ? h->tls_certificates : NULL;
+  u.tls_psk_file = u.tls ? h->tls_psk_file : NULL;
+  r = nbd_internal_format_uri (&u);
+  nbd_internal_free_uri (&where);
   return r;
 }
 
@@ -445,8 +557,8 @@ nbd_get_uri (struct nbd_handle *h)
          NULL);
   if (!h->uri)
     set_error (EINVAL, "this kind of connection (a socket or a command) has no URI");
-  else if (!(r = strdup (h->uri)))
-    set_error (errno, "strdup");
+  else
+    r = current_uri (h);
   LEAVE (h);
   return r;
 }

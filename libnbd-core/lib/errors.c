@@ -2,7 +2,9 @@
  *
  * Owns only per-thread state and never touches a handle, so it is safe from
  * any thread, before nbd_create and after nbd_close.  The message buffer of a
- * thread is freed when the thread exits (a pthread key destructor).
+ * thread is freed when the thread exits (a pthread key destructor).  Every
+ * buffer is also on one list, so that a thread still running when the
+ * library unloads (at exit, say) keeps a reachable buffer, not a leak.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -19,10 +21,13 @@ struct last_error {
   const char *context;
   char *msg;
   int errnum;
+  struct last_error *prev, *next; /* on all_errors */
 };
 
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct last_error *all_errors;
 
 static void
 free_last_error (void *p)
@@ -30,6 +35,14 @@ free_last_error (void *p)
   struct last_error *e = p;
 
   if (e) {
+    pthread_mutex_lock (&all_lock);
+    if (e->prev)
+      e->prev->next = e->next;
+    else
+      all_errors = e->next;
+    if (e->next)
+      e->next->prev = e->prev;
+    pthread_mutex_unlock (&all_lock);
     free (e->msg);
     free (e);
   }
@@ -52,6 +65,12 @@ get_last (void)
     e = calloc (1, sizeof *e);
     if (!e)
       return NULL;
+    pthread_mutex_lock (&all_lock);
+    e->next = all_errors;
+    if (all_errors)
+      all_errors->prev = e;
+    all_errors = e;
+    pthread_mutex_unlock (&all_lock);
     pthread_setspecific (key, e);
   }
   return e;
@@ -113,15 +132,6 @@ nbd_internal_set_error (int errnum, const char *fs, ...)
   free (e->msg);
   e->msg = msg;
   e->errnum = errnum;
-}
-
-void
-nbd_internal_set_error_errno (int errnum)
-{
-  struct last_error *e = get_last ();
-
-  if (e)
-    e->errnum = errnum;
 }
 
 EXPORT const char *

@@ -13,9 +13,6 @@ void nbd_internal_set_context (const char *context);
 const char *nbd_internal_get_context (void);
 void nbd_internal_set_error (int errnum, const char *fs, ...)
   __attribute__((format (printf, 2, 3)));
-/* Keep the message but replace the errno (used when an error is re-raised on
- * another call, e.g. a command's failure reported by nbd_aio_command_completed). */
-void nbd_internal_set_error_errno (int errnum);
 
 #define set_error(errnum, fs, ...) nbd_internal_set_error ((errnum), (fs), ##__VA_ARGS__)
 

@@ -69,7 +69,8 @@ permitted_words (unsigned permitted)
 }
 
 bool
-nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted)
+nbd_internal_enter_args (struct nbd_handle *h, const char *name, unsigned permitted,
+                         const struct nonnull_arg *args, size_t n)
 {
   unsigned bit;
 
@@ -85,10 +86,22 @@ nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted)
     pthread_mutex_unlock (&h->lock);
     return false;
   }
+  for (size_t i = 0; i < n; i++)
+    if (args[i].p == NULL) {
+      set_error (EFAULT, "%s cannot be NULL", args[i].name);
+      pthread_mutex_unlock (&h->lock);
+      return false;
+    }
   if (__builtin_expect (h->nr_pinned != 0, 0))
     nbd_internal_unpin (h);
   debug (h, "enter: %s", name);
   return true;
+}
+
+bool
+nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted)
+{
+  return nbd_internal_enter_args (h, name, permitted, NULL, 0);
 }
 
 int
@@ -295,12 +308,12 @@ dup_or_error (const char *s)
 }
 
 EXPORT int
-nbd_set_handle_name (struct nbd_handle *h, const char *name)
+nbd_set_handle_name (struct nbd_handle *h, const char *handle_name)
 {
   char *copy;
 
-  ENTER (h, "nbd_set_handle_name", PS_ANY, -1);
-  copy = dup_or_error (name);
+  ENTER_ARGS (h, "nbd_set_handle_name", PS_ANY, -1, NONNULL (handle_name));
+  copy = dup_or_error (handle_name);
   if (copy) {
     free (h->hname);
     h->hname = copy;
@@ -384,14 +397,14 @@ nbd_clear_debug_callback (struct nbd_handle *h)
 /* ---- Settings --------------------------------------------------------- */
 
 EXPORT int
-nbd_set_export_name (struct nbd_handle *h, const char *name)
+nbd_set_export_name (struct nbd_handle *h, const char *export_name)
 {
   char *copy = NULL;
 
-  ENTER (h, "nbd_set_export_name", PS_CREATED | PS_NEGOTIATING, -1);
-  if (strlen (name) > NBD_MAX_STRING)
+  ENTER_ARGS (h, "nbd_set_export_name", PS_CREATED | PS_NEGOTIATING, -1, NONNULL (export_name));
+  if (strlen (export_name) > NBD_MAX_STRING)
     set_error (ENAMETOOLONG, "export name too long for NBD protocol");
-  else if ((copy = dup_or_error (name)) != NULL) {
+  else if ((copy = dup_or_error (export_name)) != NULL) {
     free (h->export_name);
     h->export_name = copy;
     /* Contexts negotiated for another export no longer apply. */
@@ -540,12 +553,12 @@ nbd_get_tls (struct nbd_handle *h)
 }
 
 static int
-set_string (struct nbd_handle *h, const char *name, char **field, const char *value)
+set_string (struct nbd_handle *h, const char *name, char **field, struct nonnull_arg value)
 {
   char *copy;
 
-  ENTER (h, name, PS_CREATED, -1);
-  copy = dup_or_error (value);
+  ENTER_ARGS (h, name, PS_CREATED, -1, value);
+  copy = dup_or_error (value.p);
   if (copy) {
     free (*field);
     *field = copy;
@@ -557,19 +570,19 @@ set_string (struct nbd_handle *h, const char *name, char **field, const char *va
 EXPORT int
 nbd_set_tls_certificates (struct nbd_handle *h, const char *dir)
 {
-  return set_string (h, "nbd_set_tls_certificates", &h->tls_certificates, dir);
+  return set_string (h, "nbd_set_tls_certificates", &h->tls_certificates, NONNULL (dir));
 }
 
 EXPORT int
 nbd_set_tls_username (struct nbd_handle *h, const char *username)
 {
-  return set_string (h, "nbd_set_tls_username", &h->tls_username, username);
+  return set_string (h, "nbd_set_tls_username", &h->tls_username, NONNULL (username));
 }
 
 EXPORT int
 nbd_set_tls_psk_file (struct nbd_handle *h, const char *filename)
 {
-  return set_string (h, "nbd_set_tls_psk_file", &h->tls_psk_file, filename);
+  return set_string (h, "nbd_set_tls_psk_file", &h->tls_psk_file, NONNULL (filename));
 }
 
 EXPORT char *
@@ -647,7 +660,7 @@ nbd_add_meta_context (struct nbd_handle *h, const char *name)
 {
   int r = -1;
 
-  ENTER (h, "nbd_add_meta_context", PS_CREATED | PS_NEGOTIATING, -1);
+  ENTER_ARGS (h, "nbd_add_meta_context", PS_CREATED | PS_NEGOTIATING, -1, NONNULL (name));
   if (strlen (name) > NBD_MAX_STRING)
     set_error (ENAMETOOLONG, "meta context name too long for NBD protocol");
   else if (nbd_internal_strvec_append (&h->request_meta, name) == -1)
@@ -743,17 +756,17 @@ EXPORT int nbd_can_cache (struct nbd_handle *h)
 { return flag_fact (h, "nbd_can_cache", NBD_FLAG_SEND_CACHE); }
 
 EXPORT int
-nbd_can_meta_context (struct nbd_handle *h, const char *name)
+nbd_can_meta_context (struct nbd_handle *h, const char *metacontext)
 {
   int r = -1;
 
-  ENTER (h, "nbd_can_meta_context", FACT_STATES, -1);
+  ENTER_ARGS (h, "nbd_can_meta_context", FACT_STATES, -1, NONNULL (metacontext));
   if (!h->meta_valid && !h->have_export)
     set_error (EINVAL, "no export information yet: use nbd_opt_info or nbd_opt_go first");
   else {
     r = 0;
     for (size_t i = 0; i < h->nr_meta; i++)
-      if (strcmp (h->meta[i].name, name) == 0)
+      if (strcmp (h->meta[i].name, metacontext) == 0)
         r = 1;
   }
   LEAVE (h);

@@ -553,29 +553,60 @@ parse_meta_reply (struct nbd_handle *h, uint32_t len, uint32_t *id, char **name)
   return 0;
 }
 
+/* A selected context the client refuses: EPROTO, naming it. */
+static int
+meta_refused (const char *name, const char *why)
+{
+  char shown[NBD_MAX_STRING + 1];
+
+  server_text (name, strlen (name), shown, sizeof shown);
+  set_error (EPROTO, "handshake: server selected meta context %s%s", shown, why);
+  return -1;
+}
+
+/* The server may select only what was asked for, by exact name, and each
+ * context once.  (nbdkit and qemu-nbd select nothing for a namespace query
+ * such as "base:"; only a listing expands one.)  So what is stored never
+ * outnumbers the queries, whatever the server sends: it cannot make the
+ * client store, or scan, contexts without end. */
 static int
 reply_set_meta (struct nbd_handle *h, uint32_t type, uint32_t len)
 {
   if (type == NBD_REP_META_CONTEXT) {
     uint32_t id;
     char *name, *copy;
-    struct meta_context *nm;
+    bool asked = false;
 
     if (parse_meta_reply (h, len, &id, &name) == -1)
       return -1;
-    for (size_t i = 0; i < h->nr_meta; i++)
+    for (size_t i = 0; i < h->nr_meta; i++) {
       if (h->meta[i].id == id)
         return hs_protocol_error (h, "server gave two meta contexts one id");
+      if (strcmp (h->meta[i].name, name) == 0)
+        return meta_refused (name, " twice");
+    }
+    for (size_t i = 0; i < h->request_meta.len && !asked; i++)
+      asked = strcmp (h->request_meta.v[i], name) == 0;
+    if (!asked)
+      return meta_refused (name, ", which was not asked for");
+    /* Room for one context per query, sized at the first: each one stored
+     * matches a different query, and the queries cannot change while an
+     * option is in flight (nbd_add_meta_context needs the negotiating
+     * state). */
+    if (h->nr_meta == 0) {
+      struct meta_context *nm = realloc (h->meta, h->request_meta.len * sizeof *nm);
+
+      if (!nm) {
+        set_error (ENOMEM, "storing the meta contexts");
+        return -1;
+      }
+      h->meta = nm;
+    }
     copy = strdup (name);
-    nm = realloc (h->meta, (h->nr_meta + 1) * sizeof *nm);
-    if (!copy || !nm) {
-      free (copy);
-      if (nm)
-        h->meta = nm;
+    if (!copy) {
       set_error (ENOMEM, "storing a meta context");
       return -1;
     }
-    h->meta = nm;
     h->meta[h->nr_meta].id = id;
     h->meta[h->nr_meta].name = copy;
     h->nr_meta++;

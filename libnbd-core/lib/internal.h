@@ -20,6 +20,10 @@ struct addrinfo;
 
 #include "config.h"
 #include "errors.h"
+/* The public header marks pointer parameters nonnull (as libnbd's does) for
+ * callers' compilers.  Inside the library that would let GCC drop the very
+ * checks that turn a NULL into EFAULT, so here the attribute says nothing. */
+#define LIBNBD_ATTRIBUTE_NONNULL(...)
 #include "libnbd.h"
 #include "protocol.h"
 
@@ -74,9 +78,11 @@ enum public_state {
  * so it cannot complete (and free the caller to reuse the buffer) yet. */
 enum cmd_state { CMD_FREE, CMD_QUEUED, CMD_IN_FLIGHT, CMD_PINNED, CMD_DONE };
 
-/* A byte range already filled by a structured read reply. */
+/* A byte range already filled by a structured read reply, relative to the
+ * command's offset: a read may reach 2^64 (LIBNBD_STRICT_BOUNDS off), where
+ * absolute ends would wrap; relative ones never pass the 32-bit count. */
 struct range {
-  uint64_t start, end;
+  uint32_t start, end;
 };
 
 struct command {
@@ -98,7 +104,7 @@ struct command {
   const char *why;              /* what went wrong, for the error message */
   bool initialize;              /* zero what the server did not fill, at the end */
   uint64_t data_seen;           /* bytes of a read filled so far */
-  uint64_t fill_end;            /* chunks ending here or below arrived in order */
+  uint32_t fill_end;            /* [0, fill_end) of a read arrived in order */
   struct range *ranges;         /* out-of-order chunks (rare), sorted */
   size_t nr_ranges, cap_ranges;
   uint64_t borrow_end;          /* zero-copy writer: lent bytes up to this payload's end */
@@ -183,6 +189,7 @@ struct nbd_handle {
   bool disc_sent;               /* NBD_CMD_DISC handed to the socket */
   bool disc_queued;
   bool shut_wr_done;
+  bool write_absorbed;          /* nbd_aio_notify_read sent what a POLLOUT was for */
 
   /* The concurrent writer (writer.c). */
   nbd_writer_cb writer;         /* also set (to a marker) for the zero-copy writer */
@@ -236,6 +243,7 @@ struct nbd_handle {
   size_t out_pos;               /* bytes of to_issue's head already sent */
   struct command *done, *done_tail;
   int in_flight;                /* queued + sent, not yet replied */
+  char *lost_why;               /* why the connection died under commands */
 
   /* Reply parsing. */
   char *rbuf;
@@ -257,9 +265,21 @@ struct nbd_handle {
 
 /* ---- Entry points ----------------------------------------------------- */
 
-/* Every locked public call: name it, check the handle is in one of the
- * permitted states, take the lock.  Returns false (error set, unlocked) if
- * the call must not go on. */
+/* A pointer argument that must not be NULL, and its parameter's name (the
+ * name in libnbd's manual, which the error message quotes). */
+struct nonnull_arg {
+  const char *name;
+  const void *p;
+};
+#define NONNULL(param) ((struct nonnull_arg) { #param, (param) })
+
+/* Every locked public call: name it, take the lock, check the handle is in
+ * one of the permitted states, then that none of args[0..n) is NULL (as
+ * libnbd: the state first, then EFAULT "<param> cannot be NULL").  Returns
+ * false (error set, unlocked) if the call must not go on: the call's own
+ * code never sees a NULL it cannot take. */
+bool nbd_internal_enter_args (struct nbd_handle *h, const char *name, unsigned permitted,
+                              const struct nonnull_arg *args, size_t n);
 bool nbd_internal_enter (struct nbd_handle *h, const char *name, unsigned permitted);
 /* Publish the public state and direction, then unlock. */
 void nbd_internal_leave (struct nbd_handle *h);
@@ -270,6 +290,15 @@ void nbd_internal_leave (struct nbd_handle *h);
   do {                                                           \
     if (!nbd_internal_enter ((h), (name), (permitted)))          \
       return (failret);                                          \
+  } while (0)
+/* ENTER for calls with pointer arguments: the trailing arguments are
+ * NONNULL (param) for each of them. */
+#define ENTER_ARGS(h, name, permitted, failret, ...)                        \
+  do {                                                                     \
+    const struct nonnull_arg enter_args_[] = { __VA_ARGS__ };              \
+    if (!nbd_internal_enter_args ((h), (name), (permitted), enter_args_,   \
+                                  sizeof enter_args_ / sizeof enter_args_[0])) \
+      return (failret);                                                    \
   } while (0)
 #define LEAVE(h) nbd_internal_leave (h)
 
@@ -330,6 +359,10 @@ int64_t nbd_internal_checked_command (struct nbd_handle *h, uint16_t type, uint3
                                       uint32_t allowed, uint64_t offset, uint64_t count,
                                       void *data, nbd_completion_callback *cb,
                                       nbd_chunk_callback *chunk, nbd_extent_callback *extent);
+/* nbd_internal_enter_args for a command call: connected, and a read or a
+ * write with a buffer. */
+bool nbd_internal_enter_command (struct nbd_handle *h, const char *name, uint16_t type,
+                                 const void *buf);
 void nbd_internal_free_closures (nbd_completion_callback *cb, nbd_chunk_callback *chunk,
                                  nbd_extent_callback *extent);
 struct command *nbd_internal_lookup (struct nbd_handle *h, uint64_t wire_cookie);
@@ -342,6 +375,7 @@ void nbd_internal_abandon_unsent (struct nbd_handle *h);
 
 int nbd_internal_recv_replies (struct nbd_handle *h);
 void nbd_internal_reset_reply (struct nbd_handle *h);
+void nbd_internal_zero_unfilled (struct command *cmd);
 
 /* ---- aio.c / poll.c / sync.c ------------------------------------------ */
 
@@ -350,8 +384,10 @@ int nbd_internal_notify_read (struct nbd_handle *h);
 int nbd_internal_notify_write (struct nbd_handle *h);
 unsigned nbd_internal_direction (const struct nbd_handle *h);
 int nbd_internal_poll (struct nbd_handle *h, int timeout);
-/* Kill the connection: state DEAD, every pending command fails with errnum.
- * The error message must already be set. */
+/* Kill the connection: state DEAD, every pending command fails, with
+ * ENOTCONN (as libnbd), or EPROTO for a lying server, or the concurrent
+ * writer's errno; the message it gets names errnum's cause.  The error
+ * message must already be set. */
 void nbd_internal_set_dead (struct nbd_handle *h, int errnum);
 void nbd_internal_set_closed (struct nbd_handle *h);
 /* Fail every command not yet completed with errnum (completion callbacks run). */

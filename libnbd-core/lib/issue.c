@@ -82,6 +82,8 @@ nbd_internal_free_commands (struct nbd_handle *h)
   free (h->slots);
   h->slots = NULL;
   h->nr_slots = h->cap_slots = 0;
+  free (h->lost_why);           /* the text those commands' messages shared */
+  h->lost_why = NULL;
   h->free_cmds = h->to_issue = h->to_issue_tail = h->done = h->done_tail = NULL;
   h->in_flight = 0;
 }
@@ -237,7 +239,7 @@ nbd_internal_command (struct nbd_handle *h, uint16_t type, uint16_t flags, uint6
   cmd->why = NULL;
   cmd->data_seen = 0;
   cmd->borrow_end = 0;
-  cmd->fill_end = offset;
+  cmd->fill_end = 0;
   cmd->nr_ranges = 0;
   cmd->initialize = type == NBD_CMD_READ && h->pread_initialize;
   cmd->cb.callback = NULL;
@@ -448,31 +450,6 @@ nbd_internal_flush_out (struct nbd_handle *h)
 
 /* ---- Completion ------------------------------------------------------- */
 
-/* Zero what the server did not fill, so a buffer never shows old memory. */
-static void
-zero_unfilled (struct command *cmd)
-{
-  uint64_t pos = cmd->fill_end, end = cmd->offset + cmd->count;
-  /* Index from the buffer, never (data - offset): for large offsets that
-   * pointer lies outside the address space. */
-  char *buf = cmd->data;
-
-  if (cmd->data_seen == cmd->count && !cmd->error)
-    return;
-  if (pos == cmd->offset && cmd->nr_ranges == 0) {
-    memset (cmd->data, 0, cmd->count);
-    return;
-  }
-  for (size_t i = 0; i < cmd->nr_ranges; i++) {
-    if (cmd->ranges[i].start > pos)
-      memset (buf + (pos - cmd->offset), 0, cmd->ranges[i].start - pos);
-    if (cmd->ranges[i].end > pos)
-      pos = cmd->ranges[i].end;
-  }
-  if (pos < end)
-    memset (buf + (pos - cmd->offset), 0, end - pos);
-}
-
 void
 nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd)
 {
@@ -484,7 +461,7 @@ nbd_internal_finish_command (struct nbd_handle *h, struct command *cmd)
       cmd->why = "server sent a short read: the reply did not cover the whole request";
     }
     if (cmd->initialize)
-      zero_unfilled (cmd);
+      nbd_internal_zero_unfilled (cmd);
   }
   h->in_flight--;
   cmd->state = CMD_DONE;
@@ -536,7 +513,7 @@ nbd_internal_abort_commands (struct nbd_handle *h, int errnum)
     if (!cmd->error)
       cmd->error = errnum;
     if (!cmd->why)
-      cmd->why = "the connection was lost before the server replied";
+      cmd->why = h->lost_why ? h->lost_why : "the connection was lost before the server replied";
     /* The caller may free the buffer once the command completes: not while
      * a zero-copy writer still holds it.  nbd_close waits for nobody (its
      * contract: the writer's thread is stopped first). */

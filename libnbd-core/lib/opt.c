@@ -21,6 +21,11 @@ nbd_internal_opt_complete (struct nbd_handle *h, int error, const char *msg)
 
   if (o->kind == OPTK_NONE)
     return;
+  /* As libnbd: a GO or INFO that failed leaves nothing of the attempt,
+   * not even the meta contexts its SET_META_CONTEXT obtained, so that
+   * nbd_can_meta_context fails until an export is known again. */
+  if (error && (o->kind == OPTK_GO || o->kind == OPTK_INFO))
+    nbd_internal_free_meta (h);
   o->kind = OPTK_NONE;
   o->error = error;
   free (o->errmsg);
@@ -38,7 +43,7 @@ aio_opt (struct nbd_handle *h, enum opt_kind kind, nbd_completion_callback *cb,
 {
   struct opt_request *o = &h->opt;
 
-  if (kind != OPTK_GO && kind != OPTK_ABORT && !(h->gflags & NBD_FLAG_FIXED_NEWSTYLE)) {
+  if (kind != OPTK_GO && !(h->gflags & NBD_FLAG_FIXED_NEWSTYLE)) {
     set_error (ENOTSUP, "server is not using fixed newstyle protocol");
     return -1;
   }
@@ -107,13 +112,28 @@ nbd_aio_opt_info (struct nbd_handle *h, nbd_completion_callback cb)
   return r;
 }
 
+/* As libnbd: a server that is not fixed newstyle knows no option but
+ * NBD_OPT_EXPORT_NAME, so aborting sends nothing; the connection just
+ * ends, dead (not closed: nothing was negotiated to an end).  Returns
+ * whether it did. */
+static bool
+abort_without_option (struct nbd_handle *h)
+{
+  if (h->gflags & NBD_FLAG_FIXED_NEWSTYLE)
+    return false;
+  debug (h, "server is not fixed newstyle: dropping the connection without NBD_OPT_ABORT");
+  nbd_internal_set_dead (h, ENOTCONN);
+  return true;
+}
+
 EXPORT int
 nbd_aio_opt_abort (struct nbd_handle *h)
 {
-  int r;
+  int r = 0;
 
   ENTER (h, "nbd_aio_opt_abort", OPT_STATES, -1);
-  r = aio_opt (h, OPTK_ABORT, NULL, NULL, NULL);
+  if (!abort_without_option (h))
+    r = aio_opt (h, OPTK_ABORT, NULL, NULL, NULL);
   LEAVE (h);
   return r;
 }
@@ -197,8 +217,9 @@ nbd_opt_abort (struct nbd_handle *h)
   int r;
 
   ENTER (h, "nbd_opt_abort", OPT_STATES, -1);
-  r = aio_opt (h, OPTK_ABORT, NULL, NULL, NULL);
-  if (r == 0)
+  if (abort_without_option (h))
+    r = 0;
+  else if ((r = aio_opt (h, OPTK_ABORT, NULL, NULL, NULL)) == 0)
     r = wait_opt (h);
   LEAVE (h);
   return r;

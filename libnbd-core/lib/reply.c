@@ -8,6 +8,10 @@
  * used; nothing the server sends reaches an assert.  A violation that
  * breaks the framing kills the connection (EPROTO); one that leaves the
  * stream in step only fails its command.
+ *
+ * Owns a structured read's coverage: which bytes the chunks filled, kept
+ * relative to the command's offset (a read may reach 2^64, where absolute
+ * ends wrap), and the zeroing of the rest when the read completes.
  */
 #include <endian.h>
 #include <errno.h>
@@ -127,13 +131,14 @@ chunk_done (struct nbd_handle *h)
 
 /* ---- Structured read coverage ----------------------------------------- */
 
-/* Record [start, end) as filled; false if it overlaps what came before. */
+/* Record [start, end) (relative to the command's offset, see struct range)
+ * as filled; false if it overlaps what came before. */
 static bool
-record_range (struct command *cmd, uint64_t start, uint64_t end)
+record_range (struct command *cmd, uint32_t start, uint32_t end)
 {
   size_t i;
 
-  if (start < cmd->fill_end && end > cmd->offset)
+  if (start < cmd->fill_end)
     return false;
   for (i = 0; i < cmd->nr_ranges; i++) {
     if (start < cmd->ranges[i].end && end > cmd->ranges[i].start)
@@ -173,7 +178,27 @@ record_range (struct command *cmd, uint64_t start, uint64_t end)
   return true;
 }
 
-/* The chunk [off, off+len) must lie inside the request. */
+/* Zero what the server did not fill, so a buffer never shows old memory. */
+void
+nbd_internal_zero_unfilled (struct command *cmd)
+{
+  uint32_t pos = cmd->fill_end;
+  char *buf = cmd->data;
+
+  if (cmd->data_seen == cmd->count && !cmd->error)
+    return;
+  for (size_t i = 0; i < cmd->nr_ranges; i++) {
+    if (cmd->ranges[i].start > pos)
+      memset (buf + pos, 0, cmd->ranges[i].start - pos);
+    if (cmd->ranges[i].end > pos)
+      pos = cmd->ranges[i].end;
+  }
+  if (pos < cmd->count)
+    memset (buf + pos, 0, cmd->count - pos);
+}
+
+/* The chunk [off, off+len) must lie inside the request.  Compared relative
+ * to the command's offset: off + len may pass 2^64. */
 static bool
 in_bounds (const struct command *cmd, uint64_t off, uint64_t len)
 {
@@ -307,7 +332,7 @@ hole (struct nbd_handle *h)
 {
   struct command *cmd = h->rcmd;
   uint64_t off;
-  uint32_t size;
+  uint32_t size, rel;
 
   memcpy (&off, h->chunk_buf, 8);
   memcpy (&size, h->chunk_buf + 8, 4);
@@ -317,10 +342,11 @@ hole (struct nbd_handle *h)
     return protocol_error (h, "hole chunk of size 0");
   if (!in_bounds (cmd, off, size))
     return protocol_error (h, "hole chunk outside the read request");
-  if (!record_range (cmd, off, off + size))
+  rel = (uint32_t) (off - cmd->offset);        /* in_bounds: rel + size <= count */
+  if (!record_range (cmd, rel, rel + size))
     command_error (cmd, EPROTO, "server sent overlapping read chunks");
-  memset ((char *) cmd->data + (off - cmd->offset), 0, size);
-  call_chunk (h, cmd, (char *) cmd->data + (off - cmd->offset), size, off, LIBNBD_READ_HOLE);
+  memset ((char *) cmd->data + rel, 0, size);
+  call_chunk (h, cmd, (char *) cmd->data + rel, size, off, LIBNBD_READ_HOLE);
   chunk_done (h);
   return 0;
 }
@@ -408,7 +434,7 @@ error_chunk (struct nbd_handle *h)
 
     memcpy (&off, h->chunk_buf + 6 + msglen, 8);
     off = be64toh (off);
-    if (!in_bounds (cmd, off, 0) || off == cmd->offset + cmd->count)
+    if (!in_bounds (cmd, off, 1))     /* the byte at off is inside */
       command_error (cmd, EPROTO, "server sent an error offset outside the request");
     else if (cmd->type == NBD_CMD_READ)
       call_chunk (h, cmd, (char *) cmd->data + (off - cmd->offset), 0, off, LIBNBD_READ_ERROR);
@@ -437,17 +463,19 @@ data_done (struct nbd_handle *h)
 
   /* Only now is the range filled: a reply cut short leaves it unfilled, to
    * be zeroed (pread_initialize) before the completion callback. */
-  if (h->rtype == NBD_REPLY_TYPE_NONE) {
-    cmd->data_seen = cmd->count;
-    cmd->fill_end = cmd->offset + cmd->count;
+  if (h->rtype == NBD_REPLY_TYPE_OFFSET_DATA) {
+    /* data_offset checked that rel + rlen_data <= count. */
+    uint32_t rel = (uint32_t) (h->roffset - cmd->offset);
+
+    if (!record_range (cmd, rel, rel + h->rlen_data))
+      command_error (cmd, EPROTO, "server sent overlapping data chunks");
+    call_chunk (h, cmd, (char *) cmd->data + rel, h->rlen_data, h->roffset, LIBNBD_READ_DATA);
   }
-  else if (!record_range (cmd, h->roffset, h->roffset + h->rlen_data))
-    command_error (cmd, EPROTO, "server sent overlapping data chunks");
-  if (h->rtype == NBD_REPLY_TYPE_OFFSET_DATA)
-    call_chunk (h, cmd, (char *) cmd->data + (h->roffset - cmd->offset), h->rlen_data,
-                h->roffset, LIBNBD_READ_DATA);
-  else                          /* a simple reply: the whole read is one chunk */
+  else {                        /* a simple reply: the whole read is one chunk */
+    cmd->data_seen = cmd->count;
+    cmd->fill_end = cmd->count;
     call_chunk (h, cmd, cmd->data, cmd->count, cmd->offset, LIBNBD_READ_DATA);
+  }
   chunk_done (h);
 }
 

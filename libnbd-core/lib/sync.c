@@ -1,12 +1,11 @@
 /* sync.c: the synchronous calls — each is its aio twin plus the internal
  * poll loop until that command (or the handshake) has finished.
  *
- * Owns nothing of its own; the message of a failed command is the most
- * precise one known: the transport's if the connection died while waiting,
- * otherwise the command's own.
+ * Owns nothing of its own; a failed command reports its own errno and
+ * message, which name the transport's failure if the connection died while
+ * waiting (the errno is then ENOTCONN, as libnbd's commands get).
  */
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -43,13 +42,10 @@ is_done (struct nbd_handle *h, uint64_t cookie)
 int
 nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie)
 {
-  bool transport_failed = false;
-
   if (cookie < 0)
     return -1;
   while (!is_done (h, cookie)) {
     if (nbd_internal_poll (h, -1) == -1) {
-      transport_failed = true;
       /* A write whose buffer a zero-copy writer still holds completes once
        * the writer gives it back (it must, once its sends fail). */
       while (h->nr_pinned && !is_done (h, cookie)) {
@@ -60,24 +56,7 @@ nbd_internal_wait_command (struct nbd_handle *h, int64_t cookie)
         return -1;
     }
   }
-  if (transport_failed) {
-    /* Keep the transport's message; retire the command quietly. */
-    char *msg = nbd_get_error () ? strdup (nbd_get_error ()) : NULL;
-    int err = nbd_get_errno ();
-    int r = nbd_internal_aio_command_completed (h, cookie);
-    if (r == -1 && msg) {
-      int cerr = nbd_get_errno ();
-      const char *ctx = nbd_internal_get_context ();
-      size_t n = strlen (ctx);
-      /* set_error puts "<call>: " in front again: pass the text without it. */
-      const char *text = strncmp (msg, ctx, n) == 0 && strncmp (msg + n, ": ", 2) == 0
-                         ? msg + n + 2 : msg;
-      nbd_internal_set_error (0, "%s", text);
-      nbd_internal_set_error_errno (cerr ? cerr : err);
-    }
-    free (msg);
-    return r == 1 ? 0 : -1;
-  }
+  /* A command the connection's death ended names the cause itself. */
   return nbd_internal_aio_command_completed (h, cookie) == 1 ? 0 : -1;
 }
 
@@ -89,7 +68,7 @@ sync_command (struct nbd_handle *h, const char *name, uint16_t type, uint32_t fl
 {
   int r = -1;
 
-  if (nbd_internal_enter (h, name, PS_CONNECTED)) {
+  if (nbd_internal_enter_command (h, name, type, data)) {
     r = nbd_internal_wait_command (h, nbd_internal_checked_command (h, type, flags, allowed,
                                                                     offset, count, data, NULL,
                                                                     chunk, extent));

@@ -5,13 +5,15 @@
  * reply.c, and the close_notify after NBD_CMD_DISC.
  *
  * GnuTLS never touches the socket itself.  Its pull function reads ahead
- * into a ciphertext buffer, many records per recv(2).  Its push function
- * never fails and never blocks: ciphertext goes to the concurrent writer,
- * or into an output buffer that nbd_internal_tls_flush sends in as few
- * send(2)s as the socket takes.  So the only thing GnuTLS ever waits for is
- * the server's bytes.  Small pieces (request headers, small payloads) are
- * gathered into full-sized records; large payloads are encrypted straight
- * from the caller's buffer.
+ * into a ciphertext buffer, many records per recv(2), so no record may be
+ * left there when a read returns EAGAIN: the socket would not announce it
+ * (GnuTLS stops early after a TLS 1.3 post-handshake message).  Its push
+ * function never fails and never blocks: ciphertext goes to the concurrent
+ * writer, or into an output buffer that nbd_internal_tls_flush sends in as
+ * few send(2)s as the socket takes.  So the only thing GnuTLS ever waits
+ * for is the server's bytes.  Small pieces (request headers, small
+ * payloads) are gathered into full-sized records; large payloads are
+ * encrypted straight from the caller's buffer.
  *
  * Peer verification, when on, always checks the certificate chain (also
  * against the system's trusted CAs) and, for TCP, the host name.  Every
@@ -58,6 +60,7 @@ struct nbd_tls {
   /* Ciphertext read ahead of GnuTLS. */
   char *in;
   size_t in_start, in_end;
+  uint64_t in_taken;            /* bytes GnuTLS took from in, ever */
 
   /* Ciphertext waiting for the socket (never used under a writer). */
   char *out;
@@ -99,6 +102,7 @@ pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
   take = t->in_end - t->in_start < len ? t->in_end - t->in_start : len;
   memcpy (buf, t->in + t->in_start, take);
   t->in_start += take;
+  t->in_taken += take;
   return take;
 }
 
@@ -716,6 +720,8 @@ nbd_internal_tls_recv (struct nbd_handle *h, void *buf, size_t len)
   int err;
 
   for (;;) {
+    uint64_t taken = t->in_taken;
+
     r = gnutls_record_recv (t->session, buf, len);
     if (r > 0)
       return r;
@@ -723,6 +729,15 @@ nbd_internal_tls_recv (struct nbd_handle *h, void *buf, size_t len)
       r = GNUTLS_E_PREMATURE_TERMINATION;
     switch (r) {
     case GNUTLS_E_AGAIN:
+      /* GnuTLS also says AGAIN after a TLS 1.3 post-handshake message
+       * (KeyUpdate, NewSessionTicket) that it handled itself, while the
+       * records behind it may already be in t->in, where no POLLIN would
+       * ever announce them to a caller's own poll loop: go on while
+       * GnuTLS holds plaintext, or took ciphertext and more is left.  A
+       * real AGAIN (pull found the socket empty) leaves t->in empty. */
+      if (gnutls_record_check_pending (t->session) > 0 ||
+          (t->in_start < t->in_end && t->in_taken != taken))
+        continue;
       errno = EAGAIN;
       return -1;
     case GNUTLS_E_INTERRUPTED:

@@ -674,7 +674,8 @@ nbd_internal_format_uri (const struct nbd_uri *u)
   case NBD_URI_UNIX:
     break;
   }
-  if (u->transport != NBD_URI_UNIX && u->port && strcmp (u->port, DEFAULT_PORT) != 0) {
+  /* As libnbd: the port always, also the default one. */
+  if (u->transport != NBD_URI_UNIX && u->port) {
     sb_str (&b, ":");
     sb_str (&b, u->port);
   }

@@ -98,10 +98,11 @@ set_writer (struct nbd_handle *h, const char *name, void *data, nbd_writer_cb wr
   int r = -1;
 
   ENTER (h, name, PS_CREATED | PS_CONNECTING | PS_CONNECTED, -1);
-  if (h->writer)
-    set_error (EINVAL, "a concurrent writer is already set on this handle");
-  else if (!writer && !writer_zc)
+  /* A NULL argument first, as ENTER_ARGS does for data pointers. */
+  if (!writer && !writer_zc)
     set_error (EFAULT, "writer cannot be NULL");
+  else if (h->writer)
+    set_error (EINVAL, "a concurrent writer is already set on this handle");
   else if (writer_zc && (h->zc_wake = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1)
     set_error (errno, "eventfd");
   else {

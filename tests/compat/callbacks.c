@@ -268,7 +268,7 @@ main (void)
                                                         .user_data = &ids[0],
                                                         .free = debug_free }) == 0,
       "nbd_set_debug_callback");
-  nbd_set_export_name (h, "");
+  must (nbd_set_export_name (h, ""));
   ok (debug_calls[0] > 0, "the debug callback receives messages");
   ok (nbd_set_debug_callback (h, (nbd_debug_callback) { .callback = debug_cb,
                                                         .user_data = &ids[1],
@@ -281,13 +281,13 @@ main (void)
                                                         .user_data = &ids[1],
                                                         .free = debug_free }) == 0,
       "set it again");
-  nbd_set_debug (h, false);
+  must (nbd_set_debug (h, false));
 
   /* Settings a program applies only where the library has them. */
 #ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
   ok (nbd_set_pread_initialize (h, false) == 0, "#ifdef path: nbd_set_pread_initialize false");
   is_int (nbd_get_pread_initialize (h), 0, "#ifdef path: nbd_get_pread_initialize");
-  nbd_set_pread_initialize (h, true);
+  must (nbd_set_pread_initialize (h, true));
 #endif
 #if HAVE_BLOCK_SIZE
   is_int (nbd_get_request_block_size (h), 1, "#if path: block sizes are requested by default");
@@ -320,12 +320,12 @@ main (void)
     is_uint (count_char (trace, 'M'), 1, "its .free ran once");
     ok (trace_len > 0 && trace[trace_len - 1] == 'M', "and last");
   }
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!ok (nbd_opt_go (h) == 0, "nbd_opt_go"))
     bail_out ("%s", nbd_get_error ());
 #else
   ok (0, "LIBNBD_HAVE_NBD_OPT_LIST is missing: the plain connect path was compiled");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_unix (h, srv.sock) == -1)
     bail_out ("%s", nbd_get_error ());
 #endif

@@ -64,6 +64,7 @@ main (void)
   struct nbd_handle *h;
   char uri[256], port[16];
   char buf[4096];
+  int lowest, probe;
 
   tap_timeout (TAP_DEFAULT_TIMEOUT);
 
@@ -277,14 +278,20 @@ main (void)
     nbd_close (h);
   }
 
-  /* nbd_close of handles that never connected, or died. */
+  /* nbd_close of handles that never connected, or died: every descriptor
+   * they opened is closed again, so the lowest free one is the same (a
+   * leaked one would be the lowest free one at the time). */
+  lowest = dup (STDIN_FILENO);
+  close (lowest);
   nbd_close (nbd_create ());
   h = nbd_create ();
   nbd_connect_unix (h, "/nonexistent/t4/socket");
   ok (nbd_aio_is_dead (h), "a failed unix connect leaves the handle dead");
   nbd_close (h);
   nbd_close (NULL);
-  ok (1, "nbd_close of new, dead and NULL handles");
+  probe = dup (STDIN_FILENO);
+  close (probe);
+  is_int (probe, lowest, "nbd_close of new, dead and NULL handles leaves no descriptor open");
 
   server_stop (&us);
   server_stop (&ts);

@@ -151,7 +151,7 @@ main (void)
     free (n);
   }
   free (name);
-  nbd_set_export_name (h, "");
+  must (nbd_set_export_name (h, ""));
 
   /* The debug callback: empty is EFAULT, only .free is legal. */
   FAILS (nbd_set_debug_callback (h, (nbd_debug_callback) { .callback = NULL }),
@@ -170,7 +170,7 @@ main (void)
   h = nbd_create ();
   if (!h)
     bail_out ("nbd_create");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_unix (h, ro.sock) == -1)
     bail_out ("connect to nbdkit -r: %s", nbd_get_error ());
   FAILS (nbd_pwrite (h, buf, sizeof buf, 0, 0), "nbd_pwrite", EPERM, "nbd_pwrite to nbdkit -r");
@@ -252,7 +252,7 @@ main (void)
   h = nbd_create ();
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   if (nbd_connect_unix (h, ro.sock) == -1)
     bail_out ("connect in option mode: %s", nbd_get_error ());
   FAILS (nbd_opt_list (h, (nbd_list_callback) { .callback = NULL }), "nbd_opt_list", EFAULT,

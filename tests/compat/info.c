@@ -208,7 +208,7 @@ main (void)
   h = nbd_create ();
   if (!h)
     bail_out ("nbd_create");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!ok (nbd_connect_unix (h, old.sock) == 0, "connect to an oldstyle server"))
     bail_out ("%s", nbd_get_error ());
   is_str (nbd_get_protocol (h), "oldstyle", "oldstyle: nbd_get_protocol");

@@ -63,7 +63,7 @@ exercise (const char *name, const char *uri)
   uint64_t extent_sum = 0, chunk_seen = 0;
   int expected = 0;
 
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1) {
     ok (false, "%s: connect: %s", name, nbd_get_error ());
     goto out;

@@ -224,7 +224,7 @@ test_opt_mode (void)
   struct nbd_handle *h = nbd_create ();
   struct loop_stats st;
 
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   is_int (nbd_aio_connect_unix (h, nk.sock), 0, "opt mode: nbd_aio_connect_unix");
   ok (drive (h, nbd_aio_is_negotiating, &st) == 0, "opt mode: our loop brings it to negotiating");
   is_str (nbd_connection_state (h), "negotiating", "opt mode: the state is negotiating");

@@ -125,7 +125,7 @@ test_unix_export_name (void)
                                                                  "-x", "disk", img, NULL }) == -1)
     bail_out ("cannot start qemu-nbd");
   h = nbd_create ();
-  nbd_set_export_name (h, "disk");
+  must (nbd_set_export_name (h, "disk"));
   is_int (nbd_connect_unix (h, q.sock), 0, "nbd_connect_unix to qemu-nbd -x disk");
   is_int (nbd_get_size (h), 2 * 1024 * 1024, "size 2M");
   uri = nbd_get_uri (h);

@@ -80,7 +80,7 @@ check_row (const struct test_server *s, const struct row *r)
   if (!h || !uri)
     bail_out ("nbd_create or server_uri failed");
   if (!r->sr)
-    nbd_set_request_structured_replies (h, false);
+    must (nbd_set_request_structured_replies (h, false));
   if (!ok (nbd_connect_uri (h, uri) == 0, "%s: connects", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

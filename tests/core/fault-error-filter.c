@@ -580,7 +580,7 @@ run (const char *what, unsigned long total, const char *const *args, const char 
   h = nbd_create ();
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, srv.uri) == -1)
     bail_out ("%s: connect: %s", what, nbd_get_error ());
 

@@ -233,8 +233,8 @@ test_opt_success (void)
   struct counter a, b;
   int r;
 
-  nbd_set_opt_mode (h, true);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_set_opt_mode (h, true));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_unix (h, srv.sock) == -1 || !nbd_aio_is_negotiating (h))
     bail_out ("cannot connect in opt mode: %s", nbd_get_error ());
 
@@ -451,14 +451,14 @@ test_server_error (struct nbd_handle *h)
   int64_t cookie;
 
   reset (&a, &b);
-  nbd_set_strict_mode (h, 0);
+  must (nbd_set_strict_mode (h, 0));
   cookie = nbd_aio_pread (h, buf, 512, SIZE, COMP (&a), 0);
   ok (cookie > 0, "with strict mode off a read past the end is sent");
   is_int (wait_cookie (h, cookie), -1, "the server fails it");
   ok (a.calls == 1 && a.last_error != 0 && a.frees == 1,
       "completion saw the error (%d) once and was freed once (calls %d frees %d)",
       a.last_error, a.calls, a.frees);
-  nbd_set_strict_mode (h, LIBNBD_STRICT_MASK);
+  must (nbd_set_strict_mode (h, LIBNBD_STRICT_MASK));
   ok (nbd_aio_is_ready (h), "the handle is still ready");
 }
 
@@ -470,7 +470,7 @@ test_close_in_flight (void)
   struct counter a, b, c;
   int64_t c1, c2;
 
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_unix (h, srv.sock) == -1)
     bail_out ("connect: %s", nbd_get_error ());
   reset (&a, &b);

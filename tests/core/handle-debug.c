@@ -82,7 +82,7 @@ capture_stderr (void (*fn) (struct nbd_handle *), struct nbd_handle *h)
 static void
 set_name_x (struct nbd_handle *h)
 {
-  nbd_set_export_name (h, "x");
+  must (nbd_set_export_name (h, "x"));
 }
 
 static void
@@ -133,7 +133,7 @@ test_lifetime (void)
   if (!strstr (err, prefix))
     diag ("stderr was: %s", err);
   free (err);
-  nbd_set_debug (h, false);
+  must (nbd_set_debug (h, false));
   err = capture_stderr (set_name_x, h);
   is_str (err, "", "with debug off nothing goes to stderr");
   free (err);
@@ -160,8 +160,8 @@ test_connect_messages (void)
   if (server_start_nbdkit (&s, (const char *const[]) { "memory", "1M", NULL }) == -1)
     bail_out ("cannot start nbdkit");
   h = nbd_create ();
-  nbd_set_debug_callback (h, mk (&a));
-  nbd_set_debug (h, true);
+  must (nbd_set_debug_callback (h, mk (&a)));
+  must (nbd_set_debug (h, true));
   is_int (nbd_connect_unix (h, s.sock), 0, "connect with debug on");
   ok (a.context_hits > 0, "messages arrive during the connect, context nbd_connect_unix (%d)",
       a.context_hits);
@@ -179,8 +179,8 @@ test_env (void)
   setenv ("LIBNBD_DEBUG", "1", 1);
   h = nbd_create ();
   is_int (nbd_get_debug (h), 1, "LIBNBD_DEBUG=1 before nbd_create turns debug on");
-  nbd_set_debug_callback (h, mk (&a));
-  nbd_set_export_name (h, "x");
+  must (nbd_set_debug_callback (h, mk (&a)));
+  must (nbd_set_export_name (h, "x"));
   ok (a.context_hits > 0, "and messages arrive without nbd_set_debug");
   is_int (nbd_set_debug (h, false), 0, "nbd_set_debug (false) still turns it off");
   is_int (nbd_get_debug (h), 0, "off");

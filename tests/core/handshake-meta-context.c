@@ -41,7 +41,7 @@ connect_with (const char *uri, const char *const *contexts, bool sr, const char 
     free (c);
   }
   if (!sr)
-    nbd_set_request_structured_replies (h, false);
+    must (nbd_set_request_structured_replies (h, false));
   if (!ok (nbd_connect_uri (h, uri) == 0, "%s: connects", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

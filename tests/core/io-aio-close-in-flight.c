@@ -89,7 +89,7 @@ run (const char *uri, bool sent)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
   memset (r, 0, sizeof r);

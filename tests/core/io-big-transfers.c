@@ -131,7 +131,7 @@ pattern_stress (const char *uri, unsigned char *buf, bool sr)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_request_structured_replies (h, sr);
+  must (nbd_set_request_structured_replies (h, sr));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
   is_int (nbd_get_size (h), size, "%s: 1T export", m);

@@ -117,8 +117,8 @@ connect_with (const char *what, const char *uri, const char *extra_ctx)
   if (!h)
     bail_out ("nbd_create");
   if (extra_ctx)
-    nbd_add_meta_context (h, extra_ctx);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+    must (nbd_add_meta_context (h, extra_ctx));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!is_int (nbd_connect_uri (h, uri), 0, "%s: connect", what))
     bail_out ("%s: %s", what, nbd_get_error ());
   is_int (nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION), 1,

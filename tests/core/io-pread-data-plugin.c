@@ -68,7 +68,7 @@ run (const struct test_server *s, bool sr)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_request_structured_replies (h, sr);
+  must (nbd_set_request_structured_replies (h, sr));
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "%s: connect to nbdkit data", mode))
     bail_out ("cannot connect: %s", nbd_get_error ());
   is_int (nbd_get_structured_replies_negotiated (h), sr, "%s: structured replies as requested",

@@ -71,7 +71,7 @@ check_reads (const char *what, const char *uri, bool sr, bool sr_expected)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_request_structured_replies (h, sr);
+  must (nbd_set_request_structured_replies (h, sr));
   if (!is_int (nbd_connect_uri (h, uri), 0, "%s, %s: connect", what, mode)) {
     diag ("%s", nbd_get_error ());
     nbd_close (h);

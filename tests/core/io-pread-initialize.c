@@ -84,7 +84,7 @@ server_failures (const char *uri, bool sr)
   if (!h)
     bail_out ("nbd_create");
   is_int (nbd_get_pread_initialize (h), 1, "%s: pread_initialize is on by default", mode);
-  nbd_set_request_structured_replies (h, sr);
+  must (nbd_set_request_structured_replies (h, sr));
   if (!is_int (nbd_connect_uri (h, uri), 0, "%s: connect", mode))
     bail_out ("%s", nbd_get_error ());
   is_int (nbd_get_structured_replies_negotiated (h), sr, "%s: negotiated as asked", mode);
@@ -198,7 +198,7 @@ no_initialize_pattern (const char *uri, bool sr)
     bail_out ("nbd_create/malloc");
   is_int (nbd_set_pread_initialize (h, false), 0, "%s: nbd_set_pread_initialize false", mode);
   is_int (nbd_get_pread_initialize (h), 0, "%s: reads back false", mode);
-  nbd_set_request_structured_replies (h, sr);
+  must (nbd_set_request_structured_replies (h, sr));
   if (!is_int (nbd_connect_uri (h, uri), 0, "%s: connect to pattern", mode))
     bail_out ("%s", nbd_get_error ());
   for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
@@ -222,7 +222,7 @@ no_initialize_holes (const char *uri)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_pread_initialize (h, false);
+  must (nbd_set_pread_initialize (h, false));
   if (!is_int (nbd_connect_uri (h, uri), 0, "off, qcow2: connect"))
     bail_out ("%s", nbd_get_error ());
   memset (buf, 0xaa, sizeof buf);

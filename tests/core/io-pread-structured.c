@@ -205,7 +205,7 @@ nbdkit_simple_reply (const struct test_server *s)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_request_structured_replies (h, false);
+  must (nbd_set_request_structured_replies (h, false));
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "pattern, simple replies: connect"))
     bail_out ("%s", nbd_get_error ());
   is_int (nbd_get_structured_replies_negotiated (h), 0, "simple: no structured replies");

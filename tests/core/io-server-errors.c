@@ -142,8 +142,8 @@ error_filter (const char *uri, const char *ename, int err, bool sr)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_request_structured_replies (h, sr);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_set_request_structured_replies (h, sr));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!is_int (nbd_connect_uri (h, uri), 0, "%s, %s: connect", ename, mode))
     bail_out ("%s", nbd_get_error ());
 

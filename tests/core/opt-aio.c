@@ -120,8 +120,8 @@ aio_negotiating (const char *uri, const char *what)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_opt_mode (h, true);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_set_opt_mode (h, true));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!ok (nbd_aio_connect_uri (h, uri) == 0, "%s: nbd_aio_connect_uri", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

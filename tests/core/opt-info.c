@@ -29,9 +29,9 @@ negotiating (const char *uri, bool full_info, const char *what)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_opt_mode (h, true);
-  nbd_set_full_info (h, full_info);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_set_opt_mode (h, true));
+  must (nbd_set_full_info (h, full_info));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (!ok (nbd_connect_uri (h, uri) == 0, "%s: connects in opt mode", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

@@ -71,9 +71,9 @@ negotiating (const char *uri, bool sr, const char *what)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   if (!sr)
-    nbd_set_request_structured_replies (h, false);
+    must (nbd_set_request_structured_replies (h, false));
   if (!ok (nbd_connect_uri (h, uri) == 0, "%s: connects in opt mode", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

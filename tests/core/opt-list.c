@@ -87,7 +87,7 @@ negotiating (const char *uri, const char *what)
 
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   if (!ok (nbd_connect_uri (h, uri) == 0, "%s: connects in opt mode", what)) {
     diag ("error: %s", nbd_get_error ());
     bail_out ("cannot go on without the connection");

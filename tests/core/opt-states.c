@@ -210,7 +210,7 @@ main (void)
   h = nbd_create ();
   if (!h)
     bail_out ("nbd_create: %s", nbd_get_error ());
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   if (!ok (nbd_connect_uri (h, old.uri) == 0, "oldstyle, opt mode: connects"))
     diag ("error: %s", nbd_get_error ());
   ok (nbd_aio_is_ready (h), "oldstyle, opt mode: straight to ready");

@@ -132,9 +132,9 @@ connect_case (const struct kase *k, uint32_t strict)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_request_structured_replies (h, k->sr);
+  must (nbd_set_request_structured_replies (h, k->sr));
   if (k->ctx)
-    nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+    must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri[k->srv]) == -1)
     bail_out ("connect to %s: %s", srv_name[k->srv], nbd_get_error ());
   if (nbd_set_strict_mode (h, strict) == -1)

@@ -92,7 +92,7 @@ connect_with (const char *uri, uint32_t strict)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
   if (!is_int (nbd_set_strict_mode (h, strict), 0, "strict mode 0x%x", strict))

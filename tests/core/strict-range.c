@@ -42,10 +42,10 @@ too_large (const char *uri, unsigned char *big, uint32_t strict)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
-  nbd_set_strict_mode (h, strict);
+  must (nbd_set_strict_mode (h, strict));
   is_int (nbd_get_size (h), 8 * G, "%s: the export is 8G", m);
 
   ok (nbd_pread (h, big, MAX_REQ + 1, 0, 0) == -1, "%s: nbd_pread of 64M+1 fails", m);

@@ -98,8 +98,8 @@ connect_with (const char *uri, uint32_t strict, bool sr)
 
   if (!h)
     bail_out ("nbd_create");
-  nbd_set_request_structured_replies (h, sr);
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_set_request_structured_replies (h, sr));
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
   if (!is_int (nbd_set_strict_mode (h, strict), 0, "strict mode 0x%x", strict))

@@ -31,11 +31,15 @@ allow (const struct test_server *srv, int want_tls, const char *want_protocol, c
   char w[65536], r[65536];
   int rc;
 
+  if (!h)
+    bail_out ("nbd_create: %s", errmsg ());
   memset (w, 0x3c, sizeof w);
-  nbd_set_tls (h, LIBNBD_TLS_ALLOW);
-  nbd_set_tls_certificates (h, m.client_dir);
+  /* Without these the handle would connect in plaintext and the cases
+   * that expect no TLS would pass for the wrong reason. */
+  must (nbd_set_tls (h, LIBNBD_TLS_ALLOW));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   if (srv->export_name && *srv->export_name)
-    nbd_set_export_name (h, srv->export_name);
+    must (nbd_set_export_name (h, srv->export_name));
   rc = nbd_connect_unix (h, srv->sock);
   if (is_int (rc, 0, "%s: connects (%s)", what, errmsg ())) {
     is_int (nbd_get_tls_negotiated (h), want_tls, "%s: nbd_get_tls_negotiated", what);
@@ -82,24 +86,24 @@ main (void)
                                                          NULL }) == -1)
     bail_out ("cannot start nbdkit");
   allow (&srv, 0, "newstyle-fixed", "nbdkit --tls=off (STARTTLS refused)");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit --tls=off stopped");
 
   if (server_start_nbdkit (&srv, (const char *const[]) { "-o", "memory", "size=1M", NULL }) == -1)
     bail_out ("cannot start nbdkit -o");
   allow (&srv, 0, "oldstyle", "nbdkit -o (oldstyle)");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit -o stopped");
 
   if (server_start_nbdkit (&srv, (const char *const[]) { "--mask-handshake=0", "memory",
                                                          "size=1M", NULL }) == -1)
     bail_out ("cannot start nbdkit --mask-handshake=0");
   allow (&srv, 0, "newstyle", "nbdkit --mask-handshake=0");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit --mask-handshake=0 stopped");
 
   if (server_start_nbdkit (&srv, (const char *const[]) { "--tls=on", arg, "memory", "size=1M",
                                                          NULL }) == -1)
     bail_out ("cannot start nbdkit --tls=on");
   allow (&srv, 1, "newstyle-fixed", "nbdkit --tls=on");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit --tls=on stopped");
 
   if (server_start_nbdkit (&srv, (const char *const[]) { "--tls=require", arg, "memory",
                                                          "size=1M", NULL }) == -1)
@@ -108,10 +112,11 @@ main (void)
 
   /* Opt mode: TLS first, then the user's options, over TLS (a server that
    * requires TLS answers NBD_OPT_LIST only then). */
-  h = nbd_create ();
-  nbd_set_tls (h, LIBNBD_TLS_ALLOW);
-  nbd_set_tls_certificates (h, m.client_dir);
-  nbd_set_opt_mode (h, true);
+  if (!(h = nbd_create ()))
+    bail_out ("nbd_create: %s", errmsg ());
+  must (nbd_set_tls (h, LIBNBD_TLS_ALLOW));
+  must (nbd_set_tls_certificates (h, m.client_dir));
+  must (nbd_set_opt_mode (h, true));
   rc = nbd_connect_unix (h, srv.sock);
   is_int (rc, 0, "opt mode: connects (%s)", errmsg ());
   is_int (nbd_aio_is_negotiating (h), 1, "opt mode: negotiating");
@@ -125,7 +130,7 @@ main (void)
   rc = nbd_shutdown (h, 0);
   is_int (rc, 0, "opt mode: shutdown (%s)", errmsg ());
   nbd_close (h);
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit --tls=require stopped");
 
   /* qemu-nbd, without and with TLS. */
   image = image_create_raw (1 << 20);
@@ -136,13 +141,13 @@ main (void)
                                                            NULL }) == -1)
     bail_out ("cannot start qemu-nbd");
   allow (&srv, 0, "newstyle-fixed", "qemu-nbd without TLS");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "qemu-nbd without TLS stopped");
   if (server_start_qemu_nbd (&srv, (const char *const[]) { "--object", obj, "--tls-creds",
                                                            "tls0", "-f", "raw", "-x", "disk",
                                                            image, NULL }) == -1)
     bail_out ("cannot start qemu-nbd with TLS");
   allow (&srv, 1, "newstyle-fixed", "qemu-nbd with TLS");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "qemu-nbd with TLS stopped");
 
   free (obj);
   free (image);

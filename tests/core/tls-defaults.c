@@ -109,7 +109,7 @@ user_connect (const char *home, int port, char *msg, size_t msglen)
     setenv ("HOME", home, 1);
     snprintf (p, sizeof p, "%d", port);
     h = nbd_create ();
-    nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
+    must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
     r = nbd_connect_tcp (h, "localhost", p);
     if (r == -1)
       out = errmsg ();
@@ -211,7 +211,7 @@ main (void)
     home = make_home (m.ca_only_dir, m.ca_only_dir);
     setenv ("HOME", home, 1);
     h = nbd_create ();
-    nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
+    must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
     snprintf (port, sizeof port, "%d", srv.tcp_port);
     rc = nbd_connect_tcp (h, "localhost", port);
     is_int (rc, -1, "root: $HOME's directories are not used (system CAs: refused)");

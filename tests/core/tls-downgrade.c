@@ -40,15 +40,15 @@ refuse (const struct test_server *srv, bool by_uri, bool opt_mode, uint32_t hfla
   char *uri = NULL;
   int rc;
 
-  nbd_set_tls_certificates (h, m.client_dir);
-  nbd_set_opt_mode (h, opt_mode);
-  nbd_set_handshake_flags (h, hflags);
+  must (nbd_set_tls_certificates (h, m.client_dir));
+  must (nbd_set_opt_mode (h, opt_mode));
+  must (nbd_set_handshake_flags (h, hflags));
   if (by_uri) {
     uri = tls_uri (srv, NULL, NULL, NULL, srv->export_name, NULL);
     rc = nbd_connect_uri (h, uri);
   }
   else {
-    nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
+    must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
     rc = nbd_connect_unix (h, srv->sock);
   }
   if (is_int (rc, -1, "%s: refused", what)) {

@@ -46,15 +46,15 @@ connect_tls (const struct test_server *srv, bool psk, const char *what)
   struct nbd_handle *h = nbd_create ();
   int rc;
 
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
   if (psk) {
-    nbd_set_tls_psk_file (h, m.psk_file);
-    nbd_set_tls_username (h, "alice");
+    must (nbd_set_tls_psk_file (h, m.psk_file));
+    must (nbd_set_tls_username (h, "alice"));
   }
   else
-    nbd_set_tls_certificates (h, m.client_dir);
+    must (nbd_set_tls_certificates (h, m.client_dir));
   if (srv->export_name && *srv->export_name)
-    nbd_set_export_name (h, srv->export_name);
+    must (nbd_set_export_name (h, srv->export_name));
   rc = nbd_connect_unix (h, srv->sock);
   if (!is_int (rc, 0, "%s: connect (%s)", what, errmsg ()) ||
       !is_int (nbd_get_tls_negotiated (h), 1, "%s: TLS", what))
@@ -202,7 +202,9 @@ external_step (struct nbd_handle *h)
               r == 0 ? "timeout" : strerror (errno));
   if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && nbd_aio_notify_read (h) == -1)
     bail_out ("notify_read: %s", errmsg ());
-  if ((pfd.revents & POLLOUT) && nbd_aio_notify_write (h) == -1)
+  /* Reading may have sent the rest: notify_write only if still wanted. */
+  if ((pfd.revents & POLLOUT) && (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE) &&
+      nbd_aio_notify_write (h) == -1)
     bail_out ("notify_write: %s", errmsg ());
 }
 

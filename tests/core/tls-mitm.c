@@ -353,8 +353,8 @@ client (int tls)
 {
   struct nbd_handle *h = nbd_create ();
 
-  nbd_set_tls (h, tls);
-  nbd_set_tls_certificates (h, m.client_dir);
+  must (nbd_set_tls (h, tls));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   return h;
 }
 

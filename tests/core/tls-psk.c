@@ -32,6 +32,8 @@ check_session (struct nbd_handle *h, const char *what)
   char *w = malloc (SIZE), *r = malloc (SIZE);
   int rc;
 
+  if (!w || !r)
+    bail_out ("malloc");
   for (size_t i = 0; i < SIZE; i++)
     w[i] = (char) (i ^ (i >> 9) ^ 0x5a);
   is_int (nbd_get_tls_negotiated (h), 1, "%s: TLS negotiated", what);
@@ -53,12 +55,14 @@ by_setters (const struct test_server *srv, const char *what, int tls, const char
   struct nbd_handle *h = nbd_create ();
   int rc;
 
-  nbd_set_tls (h, tls);
+  if (!h)
+    bail_out ("nbd_create: %s", errmsg ());
+  must (nbd_set_tls (h, tls));
   is_int (nbd_set_tls_psk_file (h, m.psk_file), 0, "%s: set_tls_psk_file", what);
   if (user)
     is_int (nbd_set_tls_username (h, user), 0, "%s: set_tls_username", what);
   if (srv->export_name && *srv->export_name)
-    nbd_set_export_name (h, srv->export_name);
+    must (nbd_set_export_name (h, srv->export_name));
   if (srv->sock)
     rc = nbd_connect_unix (h, srv->sock);
   else {
@@ -79,10 +83,11 @@ by_uri (const struct test_server *srv, const char *what, const char *user)
   char *query, *uri, *got;
   int rc;
 
-  if (asprintf (&query, "tls-psk-file=%s", m.psk_file) == -1)
-    bail_out ("asprintf");
-  uri = tls_uri (srv, NULL, user, NULL, srv->export_name, query);
-  nbd_set_uri_allow_local_file (h, true);
+  if (!h || asprintf (&query, "tls-psk-file=%s", m.psk_file) == -1)
+    bail_out ("nbd_create or asprintf");
+  if (!(uri = tls_uri (srv, NULL, user, NULL, srv->export_name, query)))
+    bail_out ("tls_uri");
+  must (nbd_set_uri_allow_local_file (h, true));
   rc = nbd_connect_uri (h, uri);
   if (is_int (rc, 0, "%s: connect_uri %s (%s)", what, uri, errmsg ())) {
     got = nbd_get_tls_username (h);
@@ -113,7 +118,8 @@ main (void)
 
   /* The default username is $LOGNAME. */
   setenv ("LOGNAME", "alice", 1);
-  h = nbd_create ();
+  if (!(h = nbd_create ()))
+    bail_out ("nbd_create: %s", errmsg ());
   got = nbd_get_tls_username (h);
   is_str (got, "alice", "the default TLS username is $LOGNAME");
   free (got);
@@ -135,25 +141,27 @@ main (void)
 
   /* No username at all: the PSK cannot be used. */
   unsetenv ("LOGNAME");
-  h = nbd_create ();
+  if (!(h = nbd_create ()))
+    bail_out ("nbd_create: %s", errmsg ());
   ok (nbd_get_tls_username (h) == NULL, "no $LOGNAME: no default username");
   is_errno (EINVAL, "get_tls_username says EINVAL");
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_psk_file (h, m.psk_file);
+  /* Else the connect below would fail for another reason. */
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  must (nbd_set_tls_psk_file (h, m.psk_file));
   rc = nbd_connect_unix (h, srv.sock);
   is_int (rc, -1, "PSK without any username is refused");
   is_errno (EINVAL, "with EINVAL");
   ok (strstr (errmsg (), "no username for the PSK") != NULL, "and says why: %s", errmsg ());
   nbd_close (h);
   setenv ("LOGNAME", "alice", 1);
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit unix stopped");
 
   if (server_start_nbdkit_tcp (&srv, (const char *const[]) { "--tls=require", arg, "memory",
                                                              "size=16M", NULL }) == -1)
     bail_out ("cannot start nbdkit on TCP");
   by_setters (&srv, "nbdkit tcp", LIBNBD_TLS_REQUIRE, "alice");
   by_uri (&srv, "nbdkit nbds://alice@localhost", "alice");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "nbdkit tcp stopped");
   free (arg);
 
   image = image_create_raw (16 * 1024 * 1024);
@@ -165,13 +173,13 @@ main (void)
     bail_out ("cannot start qemu-nbd");
   by_setters (&srv, "qemu-nbd unix", LIBNBD_TLS_REQUIRE, "alice");
   by_uri (&srv, "qemu-nbd nbds+unix://alice@", "alice");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "qemu-nbd unix stopped");
   if (server_start_qemu_nbd_tcp (&srv, (const char *const[]) { "--object", obj, "--tls-creds",
                                                                "tls0", "-f", "raw", "-x",
                                                                "disk", image, NULL }) == -1)
     bail_out ("cannot start qemu-nbd on TCP");
   by_uri (&srv, "qemu-nbd nbds://alice@localhost", "alice");
-  server_stop (&srv);
+  is_int (server_stop (&srv), 0, "qemu-nbd tcp stopped");
   free (obj);
   free (image);
   return done_testing ();

@@ -2,7 +2,8 @@
  * tls-certificates and tls-psk-file name local files, refused (EPERM) unless
  * nbd_set_uri_allow_local_file; user@ is the TLS username; the URI TLS
  * policy (nbd_set_uri_allow_tls) is applied; nbd:// keeps the handle's own
- * TLS setting, so TLS allowed on the handle still upgrades.  Unlike libnbd
+ * TLS setting, so TLS allowed on the handle still upgrades, and nbd_get_uri
+ * then says nbds (as libnbd: rebuilt from the handle).  Unlike libnbd
  * 1.14, a TLS file parameter on a plaintext scheme is an error (EINVAL), not
  * silently ignored.
  */
@@ -35,8 +36,8 @@ refused (const char *uri, bool allow_local, int allow_tls, int err, const char *
   struct nbd_handle *h = nbd_create ();
   int rc;
 
-  nbd_set_uri_allow_local_file (h, allow_local);
-  nbd_set_uri_allow_tls (h, allow_tls);
+  must (nbd_set_uri_allow_local_file (h, allow_local));
+  must (nbd_set_uri_allow_tls (h, allow_tls));
   rc = nbd_connect_uri (h, uri);
   if (is_int (rc, -1, "%s: refused", what)) {
     is_errno (err, "%s: errno", what);
@@ -46,16 +47,20 @@ refused (const char *uri, bool allow_local, int allow_tls, int err, const char *
   nbd_close (h);
 }
 
+/* @want_uri: what nbd_get_uri must then say (NULL: @uri itself).  As
+ * libnbd's, it is rebuilt from the handle: nbds once TLS is in use, with
+ * the handle's TLS files. */
 static void
-connects (const char *uri, int tls_before, int want_tls, const char *want_user, const char *what)
+connects (const char *uri, const char *want_uri, int tls_before, int want_tls,
+          const char *want_user, const char *what)
 {
   struct nbd_handle *h = nbd_create ();
   char *got;
   int rc;
 
-  nbd_set_uri_allow_local_file (h, true);
-  nbd_set_tls (h, tls_before);
-  nbd_set_tls_certificates (h, m.client_dir);
+  must (nbd_set_uri_allow_local_file (h, true));
+  must (nbd_set_tls (h, tls_before));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   rc = nbd_connect_uri (h, uri);
   if (is_int (rc, 0, "%s: connects (%s)", what, errmsg ())) {
     is_int (nbd_get_tls_negotiated (h), want_tls, "%s: TLS negotiated", what);
@@ -64,7 +69,7 @@ connects (const char *uri, int tls_before, int want_tls, const char *want_user, 
                                ? LIBNBD_TLS_ALLOW : LIBNBD_TLS_REQUIRE,
               "%s: get_tls", what);
     got = nbd_get_uri (h);
-    is_str (got, uri, "%s: nbd_get_uri", what);
+    is_str (got, want_uri ? want_uri : uri, "%s: nbd_get_uri", what);
     free (got);
     if (want_user) {
       got = nbd_get_tls_username (h);
@@ -82,7 +87,7 @@ main (void)
 {
   struct test_server x509, psk;
   struct nbd_handle *h;
-  char *arg, *q, *uri, *spaced, *spaced_q;
+  char *arg, *q, *uri, *want, *spaced, *spaced_q;
 
   tap_timeout (180);
   h = nbd_create ();
@@ -112,7 +117,7 @@ main (void)
   nbd_connect_uri (h, uri);
   is_int (nbd_aio_is_created (h), 1, "a refused URI leaves the handle as it was");
   nbd_close (h);
-  connects (uri, LIBNBD_TLS_DISABLE, 1, NULL, "tls-certificates allowed");
+  connects (uri, NULL, LIBNBD_TLS_DISABLE, 1, NULL, "tls-certificates allowed");
   free (uri);
   free (q);
 
@@ -121,7 +126,14 @@ main (void)
   uri = tls_uri (&psk, NULL, "alice", NULL, "", q);
   refused (uri, false, LIBNBD_TLS_ALLOW, EPERM, "tls-psk-file",
            "tls-psk-file without allow_local_file");
-  connects (uri, LIBNBD_TLS_DISABLE, 1, "alice", "tls-psk-file allowed, alice@");
+  free (q);
+  /* The handle's certificate directory (set by connects) is in the URI
+   * given back too. */
+  if (asprintf (&q, "tls-certificates=%s&tls-psk-file=%s", m.client_dir, m.psk_file) == -1)
+    bail_out ("asprintf");
+  want = tls_uri (&psk, NULL, "alice", NULL, "", q);
+  connects (uri, want, LIBNBD_TLS_DISABLE, 1, "alice", "tls-psk-file allowed, alice@");
+  free (want);
   free (uri);
   free (q);
 
@@ -130,7 +142,7 @@ main (void)
       asprintf (&spaced_q, "tls-certificates=%s/with%%20space", m.dir) == -1)
     bail_out ("cannot make a directory name with a space");
   uri = tls_uri (&x509, NULL, NULL, NULL, "", spaced_q);
-  connects (uri, LIBNBD_TLS_DISABLE, 1, NULL, "tls-certificates percent-encoded");
+  connects (uri, NULL, LIBNBD_TLS_DISABLE, 1, NULL, "tls-certificates percent-encoded");
   free (uri);
 
   /* The handle's URI TLS policy. */
@@ -139,9 +151,15 @@ main (void)
   free (uri);
   uri = tls_uri (&x509, "nbd", NULL, NULL, "", NULL);
   refused (uri, true, LIBNBD_TLS_REQUIRE, EPERM, "TLS", "nbd:// with uri_allow_tls REQUIRE");
-  /* nbd:// keeps the handle's TLS setting: allowed, so it upgrades. */
-  connects (uri, LIBNBD_TLS_ALLOW, 1, NULL, "nbd:// with TLS allowed on the handle");
+  /* nbd:// keeps the handle's TLS setting: allowed, so it upgrades, and
+   * the URI given back says so (nbds, with the certificates). */
+  if (asprintf (&q, "tls-certificates=%s", m.client_dir) == -1)
+    bail_out ("asprintf");
+  want = tls_uri (&x509, NULL, NULL, NULL, "", q);
+  connects (uri, want, LIBNBD_TLS_ALLOW, 1, NULL, "nbd:// with TLS allowed on the handle");
+  free (want);
   free (uri);
+  free (q);
 
   /* Deliberately stricter than libnbd 1.14, which ignores these. */
   uri = tls_uri (&x509, "nbd", NULL, NULL, "", spaced_q);

@@ -30,10 +30,10 @@ connect_with (const struct test_server *srv, const char *certdir, struct nbd_han
   struct nbd_handle *h = nbd_create ();
 
   *hp = h;
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_certificates (h, certdir);
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  must (nbd_set_tls_certificates (h, certdir));
   if (srv->export_name && *srv->export_name)
-    nbd_set_export_name (h, srv->export_name);
+    must (nbd_set_export_name (h, srv->export_name));
   if (srv->sock)
     return nbd_connect_unix (h, srv->sock);
   char port[16];
@@ -109,7 +109,7 @@ main (void)
     bail_out ("asprintf");
   uri = tls_uri (&srv, NULL, NULL, NULL, "", query);
   h = nbd_create ();
-  nbd_set_uri_allow_local_file (h, true);
+  must (nbd_set_uri_allow_local_file (h, true));
   rc = nbd_connect_uri (h, uri);
   is_int (rc, 0, "nbds URI with a client certificate (%s)", errmsg ());
   nbd_close (h);

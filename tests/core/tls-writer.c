@@ -231,7 +231,10 @@ writer_stop (struct writer *w)
 
 static bool saw_write_dir;
 
-/* One step of the caller's event loop; false if nothing happened in 10 s. */
+/* One step of the caller's event loop; false if nothing happened in 60 s
+ * (a bound for a hang, generous for a loaded machine under TSan) or the
+ * handle refused the event (then the handle is dead, which the callers
+ * check, and the error is in the log). */
 static bool
 step (struct nbd_handle *h, int fd)
 {
@@ -240,11 +243,14 @@ step (struct nbd_handle *h, int fd)
 
   if (dir & LIBNBD_AIO_DIRECTION_WRITE)
     saw_write_dir = true;
-  if (poll (&pfd, 1, 10000) <= 0) {
-    diag ("no POLLIN for 10 s: %s", nbd_connection_state (h));
+  if (poll (&pfd, 1, 60000) <= 0) {
+    diag ("no POLLIN for 60 s: %s", nbd_connection_state (h));
     return false;
   }
-  nbd_aio_notify_read (h);
+  if (nbd_aio_notify_read (h) == -1) {
+    diag ("nbd_aio_notify_read: %s", errmsg ());
+    return false;
+  }
   return true;
 }
 
@@ -289,6 +295,8 @@ transfer (struct nbd_handle *h, int fd, unsigned seed, const char *what)
   int counts[2] = { 0, 0 }, issued = 0;
   bool stuck = false;
 
+  if (!src || !dst)
+    bail_out ("malloc");
   fill (src, REGION, 0, seed);
   memset (dst, 0, REGION);
   for (int pass = 0; pass < 2 && !stuck; pass++) {
@@ -338,13 +346,15 @@ session (const char *sock, bool psk, const char *what)
   int fd = raw_connect (sock);
   bool stuck = false;
 
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
+  if (!h)
+    bail_out ("nbd_create: %s", errmsg ());
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
   if (psk) {
-    nbd_set_tls_psk_file (h, m.psk_file);
-    nbd_set_tls_username (h, "alice");
+    must (nbd_set_tls_psk_file (h, m.psk_file));
+    must (nbd_set_tls_username (h, "alice"));
   }
   else
-    nbd_set_tls_certificates (h, m.client_dir);
+    must (nbd_set_tls_certificates (h, m.client_dir));
   writer_start (&w, h, fd);
   is_int (nbd_set_concurrent_writer (h, &w, writer_cb), 0, "%s: set the writer", what);
   saw_write_dir = false;
@@ -387,8 +397,10 @@ late_writer (const char *sock)
   int counts[2] = { 0, 0 };
   int64_t c;
 
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_certificates (h, m.client_dir);
+  if (!h || !buf || !back)
+    bail_out ("nbd_create or malloc");
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   if (!is_int (nbd_connect_socket (h, fd), 0, "late writer: connect (%s)", errmsg ()))
     goto out0;
   fill (buf, 4 << 20, 0, 99);
@@ -425,12 +437,15 @@ failing_writer (const char *sock)
   int counts[2] = { 0, 0 }, queued = 0;
   bool stuck = false;
 
+  if (!h || !buf)
+    bail_out ("nbd_create or malloc");
   memset (buf, 7, 8 << 20);
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_certificates (h, m.client_dir);
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  must (nbd_set_tls_certificates (h, m.client_dir));
   writer_start (&w, h, fd);
-  nbd_set_concurrent_writer (h, &w, writer_cb);
-  nbd_aio_connect_socket (h, fd);
+  is_int (nbd_set_concurrent_writer (h, &w, writer_cb), 0, "failing writer: set the writer");
+  is_int (nbd_aio_connect_socket (h, fd), 0, "failing writer: aio_connect_socket (%s)",
+          errmsg ());
   while (!stuck && !nbd_aio_is_ready (h) && !nbd_aio_is_dead (h))
     stuck = !step (h, fd);
   if (!is_int (nbd_aio_is_ready (h), 1, "failing writer: ready (%s)", errmsg ()))
@@ -491,8 +506,8 @@ main (void)
   late_writer (x509.sock);
   failing_writer (x509.sock);
 
-  server_stop (&x509);
-  server_stop (&psk);
+  is_int (server_stop (&x509), 0, "nbdkit (X.509) stopped");
+  is_int (server_stop (&psk), 0, "nbdkit (PSK) stopped");
   free (arg1);
   free (arg2);
   return done_testing ();

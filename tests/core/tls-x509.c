@@ -195,9 +195,9 @@ main (void)
   {
     struct nbd_handle *q = new_handle ();
 
-    nbd_set_tls (q, LIBNBD_TLS_REQUIRE);
-    nbd_set_tls_certificates (q, m.client_dir);
-    nbd_set_export_name (q, "disk");
+    must (nbd_set_tls (q, LIBNBD_TLS_REQUIRE));
+    must (nbd_set_tls_certificates (q, m.client_dir));
+    must (nbd_set_export_name (q, "disk"));
     if (is_call (0, nbd_connect_unix (q, srv.sock), "qemu-nbd unix: connect"))
       check_session (q, "qemu-nbd unix");
     nbd_close (q);

@@ -225,21 +225,22 @@ static const struct bad bad[] = {
 };
 #define N_BAD (sizeof bad / sizeof bad[0])
 
-/* parse (in) must format exactly as out. */
+/* parse (in) must format exactly as out (as libnbd's nbd_get_uri, with
+ * the port always, also the default one). */
 static const struct {
   const char *in, *out;
 } formats[] = {
-  { "nbd://example.com", "nbd://example.com/" },
-  { "NBD://h:010809", "nbd://h/" },
+  { "nbd://example.com", "nbd://example.com:10809/" },
+  { "NBD://h:010809", "nbd://h:10809/" },
   { "nbds://h:123/e", "nbds://h:123/e" },
   { "nbd+unix:///?socket=%00/abstract", "nbd+unix:///?socket=%00/abstract" },
   { "nbd://[fe80::1%25eth0]:99/a%20b", "nbd://[fe80::1%25eth0]:99/a%20b" },
   { "nbds+unix://a%40b@/e?tls-psk-file=/k%26&socket=/s",
     "nbds+unix://a%40b@/e?socket=/s&tls-psk-file=/k%26" },
-  { "nbd+vsock:///", "nbd+vsock://2/" },
-  { "nbd://h/?x-a=1", "nbd://h/" },
+  { "nbd+vsock:///", "nbd+vsock://2:10809/" },
+  { "nbd://h/?x-a=1", "nbd://h:10809/" },
   { "nbd+unix:///?socket=/a+b;c=d", "nbd+unix:///?socket=/a%2Bb%3Bc%3Dd" },
-  { "nbd://h/%e2%82%ac%0a", "nbd://h/%E2%82%AC%0A" },
+  { "nbd://h/%e2%82%ac%0a", "nbd://h:10809/%E2%82%AC%0A" },
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 

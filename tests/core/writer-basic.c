@@ -450,7 +450,7 @@ set_when_connected (const struct test_server *s)
 
   if (!h || wr_start (&r, h) == -1)
     bail_out ("nbd_create or thread");
-  nbd_add_meta_context (h, "base:allocation");
+  must (nbd_add_meta_context (h, "base:allocation"));
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "%s: connect without a writer", mode))
     bail_out ("connect: %s", nbd_get_error ());
   fill (big, 64 * KiB, 5 * 1024 * KiB, 0x11);

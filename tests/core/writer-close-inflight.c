@@ -115,7 +115,7 @@ run (const char *uri, bool sent, const char *what)
 
   if (!h || wr_start (&r, h) == -1)
     bail_out ("setup");
-  nbd_add_meta_context (h, "base:allocation");
+  must (nbd_add_meta_context (h, "base:allocation"));
   if (nbd_set_concurrent_writer (h, &r, wr_enqueue) == -1 || nbd_connect_uri (h, uri) == -1)
     bail_out ("%s: connect: %s", what, nbd_get_error ());
   if (!sent)

@@ -12,7 +12,10 @@
  *
  * Knobs for the tests, all under the ring's lock:
  *  - gate_closed: the thread sends nothing while set (a slow writer);
- *    gate_open_at (a wr_now () time) opens it by itself then;
+ *    gate_open_on (a call's name, e.g. "nbd_shutdown") opens it when the
+ *    handle enters that call: wr_gate_on_enter, the handle's debug
+ *    callback (wr_open_gate_on_enter sets it up), sees "enter: NAME" with
+ *    the handle lock held, so the writer wakes only once that call runs;
  *  - fail_after: send exactly that many bytes, wait until `armed`, sleep
  *    fail_delay_ms, then nbd_concurrent_writer_error(h, fail_errno) (and a
  *    second one with fail_errno2 if set) and send nothing more;
@@ -108,7 +111,7 @@ struct wring {
 
   /* Knobs. */
   bool gate_closed;
-  double gate_open_at;          /* wr_now () at which the gate opens, or 0 */
+  const char *gate_open_on;     /* the call whose entry opens the gate */
   uint64_t queued_at_gate_open;
   unsigned eos_at_gate_open;
   uint64_t fail_after;
@@ -509,13 +512,7 @@ wr_thread (void *arg)
       continue;
     }
     if (r->gate_closed) {
-      if (r->gate_open_at && wr_now () >= r->gate_open_at) {
-        r->gate_closed = false;
-        r->queued_at_gate_open = r->queued;
-        r->eos_at_gate_open = r->eos_count;
-        continue;
-      }
-      wr_timed_wait (r, 10);
+      wr_timed_wait (r, 100);
       continue;
     }
     if (r->queued == 0) {
@@ -597,6 +594,46 @@ wr_start (struct wring *r, struct nbd_handle *h)
   if (pthread_create (&r->thread, NULL, wr_thread, r) != 0)
     return -1;
   r->started = true;
+  return 0;
+}
+
+/* The debug callback behind gate_open_on: called by libnbd-core with the
+ * handle lock held (the lock order is the writer callback's: handle, then
+ * ring), on "enter: NAME" it opens the gate and records what the ring held
+ * at that moment. */
+static inline int
+wr_gate_on_enter (void *data, const char *context, const char *msg)
+{
+  struct wring *r = data;
+  size_t n;
+
+  (void) context;
+  pthread_mutex_lock (&r->lock);
+  if (r->gate_closed && r->gate_open_on && strncmp (msg, "enter: ", 7) == 0) {
+    n = strlen (r->gate_open_on);
+    if (strncmp (msg + 7, r->gate_open_on, n) == 0 && (msg[7 + n] == '\0' || msg[7 + n] == ' ')) {
+      r->gate_closed = false;
+      r->queued_at_gate_open = r->queued;
+      r->eos_at_gate_open = r->eos_count;
+      pthread_cond_broadcast (&r->cond);
+    }
+  }
+  pthread_mutex_unlock (&r->lock);
+  return 0;
+}
+
+/* Close the gate now; it opens when @h enters the call @name. */
+static inline int
+wr_open_gate_on_enter (struct wring *r, struct nbd_handle *h, const char *name)
+{
+  pthread_mutex_lock (&r->lock);
+  r->gate_closed = true;
+  r->gate_open_on = name;
+  pthread_mutex_unlock (&r->lock);
+  if (nbd_set_debug_callback (h, (nbd_debug_callback) { .callback = wr_gate_on_enter,
+                                                         .user_data = r }) == -1 ||
+      nbd_set_debug (h, true) == -1)
+    return -1;
   return 0;
 }
 

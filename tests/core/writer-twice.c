@@ -175,7 +175,7 @@ negotiating_through_writer (const struct test_server *s)
   if (!h || wr_start (&r, h) == -1)
     bail_out ("setup");
   is_int (nbd_set_concurrent_writer (h, &r, wr_enqueue), 0, "%s: set when created", what);
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "%s: connect", what))
     bail_out ("connect: %s", nbd_get_error ());
   ok (nbd_aio_is_negotiating (h), "%s: negotiating", what);

@@ -497,7 +497,7 @@ set_when_created (const struct test_server *s)
   r.record = true;
   nr_expect = 0;
   write_bits_seen = early_completions = write_completions = 0;
-  nbd_add_meta_context (h, "base:allocation");
+  must (nbd_add_meta_context (h, "base:allocation"));
   is_int (nbd_set_concurrent_writer_zero_copy (h, &r, wr_enqueue_zc), 0,
           "%s: nbd_set_concurrent_writer_zero_copy", mode);
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "%s: sync nbd_connect_uri through the writer",
@@ -550,7 +550,7 @@ set_when_connected (const struct test_server *s)
     bail_out ("nbd_create or thread");
   cur = &r;
   write_bits_seen = early_completions = write_completions = 0;
-  nbd_add_meta_context (h, "base:allocation");
+  must (nbd_add_meta_context (h, "base:allocation"));
   if (!is_int (nbd_connect_uri (h, s->uri), 0, "%s: connect without a writer", mode))
     bail_out ("connect: %s", nbd_get_error ());
   fill (big, 64 * KiB, 5 * 1024 * KiB, 0x11);

@@ -65,9 +65,9 @@ main (void)
   h = nbd_create ();
   if (!h || wr_start (&r, h) == -1)
     bail_out ("nbd_create or thread");
-  nbd_set_tls (h, LIBNBD_TLS_REQUIRE);
-  nbd_set_tls_psk_file (h, m.psk_file);
-  nbd_set_tls_username (h, "alice");
+  must (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  must (nbd_set_tls_psk_file (h, m.psk_file));
+  must (nbd_set_tls_username (h, "alice"));
   is_int (nbd_set_concurrent_writer_zero_copy (h, &r, wr_enqueue_zc), 0,
           "zero-copy writer set");
   if (!is_int (nbd_connect_unix (h, s.sock), 0, "connect with TLS through the writer"))

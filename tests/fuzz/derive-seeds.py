@@ -4,8 +4,13 @@
 # chunks of a structured read in reverse or rotated order (out-of-order
 # coverage), a data chunk sent twice (overlap), an error chunk turned into
 # NBD_REPLY_TYPE_ERROR_OFFSET.  libFuzzer reaches these only slowly, since
-# it mutates bytes, not chunks.  Each derived seed is named
-# RECORDING--WHAT; the recordings themselves are left alone.
+# it mutates bytes, not chunks.  And two the recorder cannot make, since a
+# live session runs over a real socketpair: "send-sliced" sets
+# FUZZ_H2_SEND_SLICES, so that its replay takes the client's requests a
+# slice at a time; "reset" sets FUZZ_H3_RESET and ends the stream halfway
+# through the replies of the second batch, a server gone with commands in
+# flight.  Each derived seed is named RECORDING--WHAT; the recordings
+# themselves are left alone.
 #
 #   derive-seeds.py CORPUS_DIR
 #
@@ -20,6 +25,8 @@ STRUCTURED = 0x668E33EF
 FLAG_DONE = 1
 TYPE_ERROR = 0x8001
 TYPE_ERROR_OFFSET = 0x8002
+H2_SEND_SLICES = 0x08  # fuzz-session.h
+H3_RESET = 0x80
 
 # (recording, what): the derived seeds kept in the corpus.
 WANTED = [
@@ -28,6 +35,8 @@ WANTED = [
     ("qemu-raw-large", "overlap"),
     ("qemu-qcow2-depth", "reversed"),
     ("nbdkit-error", "error-offset"),
+    ("nbdkit-memory-slice7", "send-sliced"),
+    ("nbdkit-memory", "reset"),
 ]
 
 
@@ -136,6 +145,18 @@ def derive(reps, what):
     return None
 
 
+def derive_segments(segs, what):
+    """Change the first segment of replies that @what applies to; False if
+    there is none."""
+    for si in range(1, len(segs)):
+        reps = replies(segs[si])
+        new = derive(reps, what) if reps else None
+        if new is not None:
+            segs[si] = b"".join(new)
+            return True
+    return False
+
+
 def main():
     corpus = sys.argv[1]
     made = 0
@@ -146,13 +167,13 @@ def main():
             return 1
         with open(path, "rb") as f:
             hdr, segs = segments(f.read())
-        for si in range(1, len(segs)):
-            reps = replies(segs[si])
-            new = derive(reps, what) if reps else None
-            if new is not None:
-                segs[si] = b"".join(new)
-                break
-        else:
+        if what == "send-sliced":
+            hdr = hdr[:2] + bytes([hdr[2] | H2_SEND_SLICES]) + hdr[3:]
+        elif what == "reset" and len(segs) > 2:
+            # Segment 0 is the handshake, then one per batch.
+            hdr = hdr[:3] + bytes([hdr[3] | H3_RESET])
+            segs = segs[:2] + [segs[2][:len(segs[2]) // 2]]
+        elif not derive_segments(segs, what):
             print(f"derive-seeds: {name}: nothing to derive {what} from", file=sys.stderr)
             return 1
         with open(os.path.join(corpus, f"{name}--{what}"), "wb") as f:

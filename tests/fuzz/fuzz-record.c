@@ -1,9 +1,10 @@
 /* fuzz-record.c: the seed corpus recorder.  For each scenario it starts a
  * real server (nbdkit, qemu-nbd, nbd-server), runs the harness's session
- * (fuzz-session.c) with the server's real bytes relayed through the
+ * (fuzz-session.c) with the server's real bytes relayed through a real
  * socketpair, and writes what the server sent, in the harness's input
- * format, to OUTDIR/SCENARIO.  Then it replays the file it wrote and checks
- * that the replay saw exactly what the live session saw.
+ * format, to OUTDIR/SCENARIO.  Then it replays the file it wrote, over the
+ * in-memory socket as the harness does (fuzz-socket.h), and checks that the
+ * replay saw exactly what the live session saw.
  *
  *   fuzz-record OUTDIR [SCENARIO...]     (all scenarios without names)
  *   fuzz-record --list
@@ -323,7 +324,7 @@ record (const struct scenario *sc, const char *outdir)
   struct test_server srv = { 0 };
   struct recorder r = { .fd = -1 };
   struct fuzz_source src = { .feed = rec_feed, .client_bytes = rec_client_bytes,
-                             .boundary = rec_boundary, .opaque = &r };
+                             .boundary = rec_boundary, .opaque = &r, .socketpair = true };
   struct fuzz_log live = { 0 }, replay = { 0 };
   char *image = NULL, *path = NULL;
   bool ok = false;

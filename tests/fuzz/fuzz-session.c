@@ -1,6 +1,6 @@
 /* fuzz-session.c: the session fuzz-session.h describes — the client's
  * settings from the header, the phases and their requests, the checks of
- * every callback, and the feeding and driving of the socketpair.
+ * every callback, and the feeding and driving of the connection.
  *
  * Everything it issues is fixed by the header and by what the handshake
  * negotiated (the export size above all), never by timing: a recording and
@@ -20,15 +20,18 @@
 #include <unistd.h>
 
 #include "fuzz-session.h"
+#include "fuzz-socket.h"
 
 #define GUARD 64                /* bytes either side of every data buffer */
 #define GUARD_BYTE 0x5a
 #define CANARY_BYTE 0xa5        /* a read buffer's bytes before the read */
 #define MAX_CMDS 64
+#define COVER_MAX (64 * 1024)   /* the structured reads' counts, summed */
 #define MAX_OPTS 8
 #define DRIVE_MAX 256           /* events per fuzz_session_drive */
-#define SLICES_MAX 4096         /* small slices per session, then whole segments */
+#define SLICES_MAX 256          /* small slices per phase, then whole segments */
 #define SEND_TRIES 64           /* full socket: drive and retry this often */
+#define FLUSH_DRIVES 16         /* drives for the client's sends before a segment */
 #define MAX_NAME 4096           /* NBD_MAX_STRING */
 
 /* Header byte 1's low nibble: how many bytes go in before the client is
@@ -90,8 +93,11 @@ struct opt {
 
 struct fuzz_session {
   struct nbd_handle *h;
-  int srv;                      /* the server's end of the socketpair */
+  int cfd;                      /* the client's descriptor */
+  int srv;                      /* the server's end of a socketpair; -1: in memory */
   bool eof;                     /* the server's end is shut for writing */
+  bool send_slices;             /* the client's sends are taken a slice at a time */
+  bool send_sliced;             /* ... and this phase has slices left */
   const struct fuzz_source *src;
   uint8_t hdr[FUZZ_HDR_LEN];
   size_t slice;
@@ -100,12 +106,17 @@ struct fuzz_session {
   struct fuzz_log *log;
   uint64_t size;
   bool can_df;
-  struct cmd *cmds[MAX_CMDS];
+  struct cmd cmds[MAX_CMDS];
   size_t nr_cmds;
+  size_t cover_used;            /* of cover_arena */
   struct opt opts[MAX_OPTS];
   size_t nr_opts;
   int debug_frees;
 };
+
+/* The structured reads' cover arrays, carved out per session: one
+ * allocation less per command (ASan makes each cost). */
+static unsigned char cover_arena[COVER_MAX];
 
 /* ---- Broken promises and the log ---------------------------------------- */
 
@@ -196,22 +207,75 @@ alive (struct fuzz_session *s)
   return nbd_aio_is_connecting (s->h) || nbd_aio_is_ready (s->h) || nbd_aio_is_processing (s->h);
 }
 
+/* ---- The server's end --------------------------------------------------- */
+
+/* A real socketpair's or the in-memory socket's, each as send(2), recv(2),
+ * shutdown(2) and FIONREAD on a non-blocking socket would be. */
+
+static ssize_t
+srv_send (struct fuzz_session *s, const void *p, size_t n)
+{
+  if (s->srv < 0)
+    return fuzz_socket_put (p, n);
+  return send (s->srv, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static ssize_t
+srv_recv (struct fuzz_session *s, void *buf, size_t n)
+{
+  if (s->srv < 0)
+    return fuzz_socket_take (buf, n);
+  return recv (s->srv, buf, n, MSG_DONTWAIT);
+}
+
+/* The end of the stream: an end of file, or in memory (header byte 3) a
+ * server gone with the client's bytes unread. */
+static void
+srv_shut (struct fuzz_session *s)
+{
+  if (s->srv >= 0)
+    shutdown (s->srv, SHUT_WR);
+  else if (s->hdr[3] & FUZZ_H3_RESET)
+    fuzz_socket_reset_server ();
+  else
+    fuzz_socket_shut_server ();
+}
+
+/* Whether the client's read would find bytes. */
+static bool
+client_unread (struct fuzz_session *s)
+{
+  int avail = 0;
+
+  if (s->srv < 0)
+    return fuzz_socket_pending () > 0;
+  return ioctl (s->cfd, FIONREAD, &avail) == 0 && avail > 0;
+}
+
 /* ---- Feeding and driving ------------------------------------------------ */
 
-/* What the client sent: forwarded (recorder) or dropped. */
-static void
+/* What the client sent: forwarded (recorder) or dropped.  A sliced send
+ * window spends the slices too, then opens.  True if there was any. */
+static bool
 drain (struct fuzz_session *s)
 {
   static char buf[65536];
+  bool took = false;
 
   for (int i = 0; i < 64; i++) {
-    ssize_t n = recv (s->srv, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = srv_recv (s, buf, sizeof buf);
 
     if (n <= 0)
       break;
+    took = true;
     if (s->src->client_bytes)
       s->src->client_bytes (s->src->opaque, buf, n);
+    if (s->send_sliced && (s->slices_left == 0 || --s->slices_left == 0)) {
+      fuzz_socket_set_window (SIZE_MAX);
+      s->send_sliced = false;
+    }
   }
+  return took;
 }
 
 /* The aio way: the direction says what the client waits for, FIONREAD
@@ -220,11 +284,10 @@ static int
 notify_step (struct fuzz_session *s)
 {
   unsigned dir = nbd_aio_get_direction (s->h);
-  int fd = nbd_aio_get_fd (s->h), avail = 0, r = 0;
+  int r = 0;
 
-  if (fd < 0 || ioctl (fd, FIONREAD, &avail) == -1)
-    avail = 0;
-  if ((dir & LIBNBD_AIO_DIRECTION_READ) && (avail > 0 || s->eof)) {
+  CHECK (nbd_aio_get_fd (s->h) == s->cfd || !alive (s));
+  if ((dir & LIBNBD_AIO_DIRECTION_READ) && (client_unread (s) || s->eof)) {
     nbd_aio_notify_read (s->h);
     r = 1;
   }
@@ -239,13 +302,14 @@ void
 fuzz_session_drive (struct fuzz_session *s)
 {
   for (int i = 0; i < DRIVE_MAX; i++) {
+    bool took = drain (s);
     int r;
 
-    drain (s);
     if (!alive (s))
       break;
     r = s->notify ? notify_step (s) : nbd_poll (s->h, 0);
-    if (r <= 0)
+    /* Taking the client's bytes is progress too: it may send more now. */
+    if (r <= 0 && !took)
       break;
   }
   drain (s);
@@ -259,7 +323,7 @@ send_all (struct fuzz_session *s, const char *p, size_t n)
   int tries = 0;
 
   while (n > 0) {
-    ssize_t r = send (s->srv, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t r = srv_send (s, p, n);
 
     if (r > 0) {
       p += r;
@@ -304,23 +368,43 @@ send_eof (struct fuzz_session *s)
 {
   if (s->eof)
     return;
-  shutdown (s->srv, SHUT_WR);
+  srv_shut (s);
   s->eof = true;
   fuzz_session_drive (s);
 }
 
+/* Each phase starts with SLICES_MAX small slices (both ways, for the send
+ * window): partial reads and writes wherever a phase begins, at a cost that
+ * does not grow with the session. */
+static void
+phase_slices (struct fuzz_session *s)
+{
+  s->slices_left = SLICES_MAX;
+  if (s->send_slices && !s->send_sliced) {
+    fuzz_socket_set_window (s->slice);
+    s->send_sliced = true;
+  }
+}
+
 /* Feed whole segments until @done or the end of the stream, then mark the
- * phase's end. */
+ * phase's end (and give the next one its slices). */
 static void
 wait_phase (struct fuzz_session *s, const char *name, bool (*done) (struct fuzz_session *))
 {
   fuzz_session_drive (s);
-  while (!done (s) && !s->eof)
+  while (!done (s) && !s->eof) {
+    /* A server answers what it received: a sliced send window must not
+     * let the answers overtake the requests. */
+    for (int i = 0; i < FLUSH_DRIVES && alive (s) &&
+                    (nbd_aio_get_direction (s->h) & LIBNBD_AIO_DIRECTION_WRITE); i++)
+      fuzz_session_drive (s);
     if (!s->src->feed (s, s->src->opaque))
       send_eof (s);
+  }
   if (s->src->boundary)
     s->src->boundary (s->src->opaque);
   log_event (s, "phase %s: %s", name, state_name (s));
+  phase_slices (s);
 }
 
 static bool
@@ -491,7 +575,7 @@ cmd_extent (void *user_data, const char *metacontext, uint64_t offset, uint32_t 
 static uint64_t
 at (struct fuzz_session *s, uint64_t off, uint64_t count)
 {
-  off += (uint64_t) s->hdr[3] * 4096;
+  off += (uint64_t) (s->hdr[3] & FUZZ_H3_SHIFT_MASK) * 4096;
   if (s->size == 0 || s->size < count)
     return off;
   return (off % (s->size - count + 1)) & ~(uint64_t) 511;
@@ -501,7 +585,7 @@ static void
 issue (struct fuzz_session *s, enum kind kind, uint64_t offset, size_t count, uint32_t flags,
        unsigned fail_chunk)
 {
-  struct cmd *c = calloc (1, sizeof *c);
+  struct cmd *c = &s->cmds[s->nr_cmds];
   bool read = kind == K_PREAD || kind == K_PREAD_SR;
   nbd_completion_callback cb = { .callback = cmd_complete, .user_data = c, .free = cmd_cb_free };
   nbd_chunk_callback chunk = { .callback = cmd_chunk, .user_data = c, .free = cmd_mcb_free };
@@ -509,7 +593,7 @@ issue (struct fuzz_session *s, enum kind kind, uint64_t offset, size_t count, ui
   struct nbd_handle *h = s->h;
   int64_t r = -1;
 
-  CHECK (c != NULL && s->nr_cmds < MAX_CMDS);
+  CHECK (s->nr_cmds < MAX_CMDS);
   c->s = s;
   c->idx = s->nr_cmds;
   c->kind = kind;
@@ -517,18 +601,24 @@ issue (struct fuzz_session *s, enum kind kind, uint64_t offset, size_t count, ui
   c->count = count;
   c->flags = flags;
   c->fail_chunk = fail_chunk;
-  s->cmds[s->nr_cmds++] = c;
+  s->nr_cmds++;
   if (read || kind == K_PWRITE) {
     c->alloc = malloc (count + 2 * GUARD);
     CHECK (c->alloc != NULL);
     c->buf = c->alloc + GUARD;
-    memset (c->alloc, GUARD_BYTE, count + 2 * GUARD);
-    for (size_t i = 0; i < count; i++)
-      c->buf[i] = read ? CANARY_BYTE : write_pattern (c, i);
+    memset (c->alloc, GUARD_BYTE, GUARD);
+    memset (c->buf + count, GUARD_BYTE, GUARD);
+    if (read)
+      memset (c->buf, CANARY_BYTE, count);
+    else
+      for (size_t i = 0; i < count; i++)
+        c->buf[i] = write_pattern (c, i);
   }
   if (kind == K_PREAD_SR) {
-    c->cover = calloc (count ? count : 1, 1);
-    CHECK (c->cover != NULL);
+    CHECK (count <= COVER_MAX - s->cover_used);
+    c->cover = cover_arena + s->cover_used;
+    s->cover_used += count;
+    memset (c->cover, 0, count);
   }
   c->has_mcb = kind == K_PREAD_SR || kind == K_BLOCK_STATUS;
 
@@ -577,12 +667,12 @@ retire (struct fuzz_session *s)
     bool found = false;
 
     for (size_t i = 0; i < s->nr_cmds; i++)
-      if (s->cmds[i]->cookie == peek)
-        found = s->cmds[i]->done && !s->cmds[i]->retired;
+      if (s->cmds[i].cookie == peek)
+        found = s->cmds[i].done && !s->cmds[i].retired;
     CHECK (found);
   }
   for (size_t i = 0; i < s->nr_cmds; i++) {
-    struct cmd *c = s->cmds[i];
+    struct cmd *c = &s->cmds[i];
     int r;
 
     if (!c->done || c->retired)
@@ -599,11 +689,15 @@ retire (struct fuzz_session *s)
   }
 }
 
-static void
+/* False once the handle is gone: it refuses every later command the same
+ * way, as the batch that saw it go (or the first) has shown; issuing the
+ * rest would only slow the fuzzer, which breaks most connections early. */
+static bool
 batch_end (struct fuzz_session *s, const char *name)
 {
   wait_phase (s, name, commands_done);
   retire (s);
+  return alive (s);
 }
 
 static void
@@ -618,7 +712,8 @@ batches (struct fuzz_session *s)
   issue (s, K_PREAD_SR, at (s, 4096, 2048), 2048, 0, 0);
   issue (s, K_BLOCK_STATUS, at (s, 0, 65536), 65536, 0, fail);
   issue (s, K_PREAD, 3, 1000, 0, 0);
-  batch_end (s, "read");
+  if (!batch_end (s, "read"))
+    return;
 
   issue (s, K_PWRITE, at (s, 8192, 4096), 4096, 0, 0);
   issue (s, K_ZERO, at (s, 16384, 8192), 8192, 0, 0);
@@ -626,14 +721,16 @@ batches (struct fuzz_session *s)
   issue (s, K_FLUSH, 0, 0, 0, 0);
   issue (s, K_CACHE, at (s, 0, 8192), 8192, 0, 0);
   issue (s, K_PWRITE, at (s, 40960, 512), 512, LIBNBD_CMD_FLAG_FUA, 0);
-  batch_end (s, "write");
+  if (!batch_end (s, "write"))
+    return;
 
   issue (s, K_PREAD_SR, at (s, 8192, 2048), 2048, df, 0);
   issue (s, K_BLOCK_STATUS, at (s, 0, 1 << 20), 1 << 20, LIBNBD_CMD_FLAG_REQ_ONE, 0);
   issue (s, K_PREAD_SR, at (s, 12288, 1024), 1024, 0, fail);
   issue (s, K_ZERO, at (s, 49152, 4096), 4096,
          LIBNBD_CMD_FLAG_FAST_ZERO | LIBNBD_CMD_FLAG_NO_HOLE, 0);
-  batch_end (s, "reread");
+  if (!batch_end (s, "reread"))
+    return;
 
   /* Across data and holes a reply comes in several chunks; above 16 KiB a
    * payload may go straight to the caller's buffer. */
@@ -642,7 +739,8 @@ batches (struct fuzz_session *s)
     issue (s, K_PREAD_SR, at (s, 0, 17408), 17408, 0, 0);
   issue (s, K_PREAD_SR, at (s, 65536, 2048), 2048, 0, 0);
   issue (s, K_PREAD, at (s, 0, 0), 0, 0, 0);
-  batch_end (s, "large");
+  if (!batch_end (s, "large"))
+    return;
 
   /* Many replies in one receive. */
   for (unsigned i = 0; i < 8; i++)
@@ -806,7 +904,6 @@ configure (struct fuzz_session *s)
   uint32_t hflags = LIBNBD_HANDSHAKE_FLAG_MASK;
 
   s->slice = slice_sizes[h1 & FUZZ_H1_SLICE_MASK];
-  s->slices_left = SLICES_MAX;
   s->notify = h1 & FUZZ_H1_NOTIFY;
   s->manual_retire = h1 & FUZZ_H1_MANUAL_RETIRE;
   CHECK (nbd_set_opt_mode (h, h0 & FUZZ_H0_OPT_MODE) == 0);
@@ -847,15 +944,13 @@ static void
 final_checks (struct fuzz_session *s)
 {
   for (size_t i = 0; i < s->nr_cmds; i++) {
-    struct cmd *c = s->cmds[i];
+    struct cmd *c = &s->cmds[i];
 
     CHECK (c->completions == (c->cookie > 0 ? 1 : 0));
     CHECK (c->cb_frees == 1);
     CHECK (!c->has_mcb || c->mcb_frees == 1);
     check_guards (c);
     free (c->alloc);
-    free (c->cover);
-    free (c);
   }
   for (size_t i = 0; i < s->nr_opts; i++) {
     struct opt *o = &s->opts[i];
@@ -879,12 +974,21 @@ fuzz_session_run (const uint8_t *hdr, const struct fuzz_source *src, struct fuzz
   int sv[2];
 
   memcpy (s.hdr, hdr, FUZZ_HDR_LEN);
-  CHECK (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  s.srv = sv[0];
   s.h = nbd_create ();
   CHECK (s.h != NULL);
   configure (&s);
-  CHECK (nbd_aio_connect_socket (s.h, sv[1]) == 0);
+  if (src->socketpair) {
+    CHECK (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    s.srv = sv[0];
+    s.cfd = sv[1];
+  }
+  else {
+    s.send_slices = (s.hdr[2] & FUZZ_H2_SEND_SLICES) && s.slice;
+    s.cfd = fuzz_socket_open (SIZE_MAX);
+    CHECK (s.cfd >= 0);
+  }
+  phase_slices (&s);
+  CHECK (nbd_aio_connect_socket (s.h, s.cfd) == 0);
   wait_phase (&s, "handshake", connecting_done);
 
   if (nbd_aio_is_negotiating (s.h)) {
@@ -910,7 +1014,12 @@ fuzz_session_run (const uint8_t *hdr, const struct fuzz_source *src, struct fuzz
   retire (&s);
   log_event (&s, "close: %s", state_name (&s));
   nbd_close (s.h);
-  close (s.srv);
+  /* nbd_close closed the client's descriptor, and the core's traffic all
+   * went through the calls fuzz-socket.c wraps. */
+  if (s.srv >= 0)
+    close (s.srv);
+  else
+    CHECK (fuzz_socket_release ());
   final_checks (&s);
 }
 

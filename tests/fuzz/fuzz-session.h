@@ -4,13 +4,15 @@
  * server and writes it down in the same format, so that every recording
  * replays exactly.
  *
- * Owns the socketpair, the handle and the records of every command and
- * option it issues; checks, in the callbacks and after nbd_close, that the
- * client kept its promises (each completion once, each .free once, chunks
- * and extents inside their request, unfilled read bytes zeroed).  A broken
- * promise aborts, which libFuzzer reports as a crash.  Never blocks: the
- * client is driven with nbd_poll (h, 0) or nbd_aio_notify_*, and every loop
- * is bounded.
+ * Owns the connection (the in-memory socket of fuzz-socket.h, or for the
+ * recorder's live session a real socketpair), the handle and the records
+ * of every command and option it issues; checks, in the callbacks and
+ * after nbd_close, that the client kept its promises (each completion
+ * once, each .free once, chunks and extents inside their request, unfilled
+ * read bytes zeroed, the socket closed and used only through the calls
+ * fuzz-socket.c wraps).  A broken promise aborts, which libFuzzer reports
+ * as a crash.  Never blocks: the client is driven with nbd_poll (h, 0) or
+ * nbd_aio_notify_*, and every loop is bounded.
  *
  * The input format (what the recorder writes, what the harness reads):
  *
@@ -21,11 +23,14 @@
  * The session runs in phases (the handshake, in opt mode each option, then
  * batches of commands); a phase starts by issuing its requests, then feeds
  * whole segments until every request of the phase has its answer or the
- * stream ends.  The end of the stream is an end of file for the client.
+ * stream ends.  The end of the stream is an end of file for the client
+ * (or, with FUZZ_H3_RESET, a reset).  Header byte 1 can cut the start of
+ * each phase into small slices, driving the client after each.
  */
 #ifndef GNBD_TESTS_FUZZ_SESSION_H
 #define GNBD_TESTS_FUZZ_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +54,7 @@
 /* Header byte 2: low two bits, the export name index; then: */
 #define FUZZ_H2_NAME_MASK 0x03
 #define FUZZ_H2_LARGE 0x04         /* one read of 17 KiB (straight into the buffer) */
+#define FUZZ_H2_SEND_SLICES 0x08   /* in memory: the client's sends are taken a slice at a time */
 #define FUZZ_H2_DISCONNECT 0x10    /* end with nbd_aio_disconnect */
 #define FUZZ_H2_FAIL_CHUNK 0x20    /* a chunk and an extent callback fail */
 /* TLS allowed or required, with certificates from a directory that does
@@ -56,7 +62,12 @@
  * fuzzer cannot play GnuTLS's handshake), one that refuses is handled. */
 #define FUZZ_H2_TLS_ALLOW 0x40
 #define FUZZ_H2_TLS_REQUIRE 0x80
-/* Header byte 3: every command offset moves by this many 4 KiB blocks. */
+/* Header byte 3: low seven bits, every command offset moves by this many
+ * 4 KiB blocks; then: */
+#define FUZZ_H3_SHIFT_MASK 0x7f
+/* In memory: the stream ends as a server that closed with the client's
+ * bytes unread (ECONNRESET, then EPIPE), not with an end of file. */
+#define FUZZ_H3_RESET 0x80
 
 struct fuzz_session;
 
@@ -70,6 +81,9 @@ struct fuzz_source {
   /* A phase ended: what follows answers the next phase.  May be NULL. */
   void (*boundary) (void *opaque);
   void *opaque;
+  /* Connect through a real socketpair, not the in-memory socket: the
+   * recorder's live session, whose replay in memory must see the same. */
+  bool socketpair;
 };
 
 /* What happened, one line per event, to compare a recording with its

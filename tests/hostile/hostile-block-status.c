@@ -71,7 +71,7 @@ connect_meta (struct hostile *s, const char *name)
 {
   struct nbd_handle *h = hostile_handle (name);
 
-  nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   hostile_start (s, name);
   if (!ok (nbd_connect_unix (h, s->sock) == 0, "%s: nbd_connect_unix", name))
     diag ("error: %s", nbd_get_error ());

@@ -152,13 +152,17 @@ silent_handshake (const struct scenario *sc)
 {
   struct hostile s;
   struct nbd_handle *h = hostile_handle (sc->name);
+  int fd;
 
   hostile_start (&s, sc->name);
   ok (nbd_aio_connect_unix (h, s.sock) == 0, "%s: nbd_aio_connect_unix", sc->name);
   check_silence (sc->name, h);
   ok (nbd_aio_is_connecting (h) == 1, "%s: still connecting", sc->name);
+  fd = nbd_aio_get_fd (h);
+  ok (fd >= 0, "%s: the handle has its socket", sc->name);
   nbd_close (h);
-  ok (true, "%s: nbd_close while connecting", sc->name);
+  ok (fcntl (fd, F_GETFD) == -1 && errno == EBADF, "%s: nbd_close while connecting closed it",
+      sc->name);
   hostile_end (&s);
 }
 
@@ -180,7 +184,7 @@ silent_list (const struct scenario *sc)
   struct completion list = { 0 }, done = { 0 };
   int r;
 
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   hostile_start (&s, sc->name);
   if (!ok (nbd_connect_unix (h, s.sock) == 0, "%s: nbd_connect_unix (option mode)", sc->name))
     diag ("error: %s", nbd_get_error ());
@@ -238,13 +242,17 @@ silent_after_disc (const struct scenario *sc)
   struct hostile s;
   struct nbd_handle *h = hostile_connect (&s, sc->name);
   char buf[512];
+  int fd;
 
   ok (nbd_aio_disconnect (h, 0) == 0, "%s: nbd_aio_disconnect", sc->name);
   check_silence (sc->name, h);
   check_error (sc->name, nbd_aio_pread (h, buf, sizeof buf, 0, NBD_NULL_COMPLETION, 0),
                "nbd_aio_pread", EINVAL, "NBD_CMD_DISC");
+  fd = nbd_aio_get_fd (h);
+  ok (fd >= 0, "%s: the handle still has its socket", sc->name);
   nbd_close (h);
-  ok (true, "%s: nbd_close after NBD_CMD_DISC", sc->name);
+  ok (fcntl (fd, F_GETFD) == -1 && errno == EBADF, "%s: nbd_close after NBD_CMD_DISC closed it",
+      sc->name);
   hostile_end (&s);
 }
 

@@ -5,9 +5,12 @@
  * the wrong magic, for another option, longer than the client's limit or
  * of the wrong type, an ACK with a payload, NBD_INFO payloads of the wrong
  * length, names with a NUL or too long, GO acknowledged without an export,
- * short or duplicate meta context replies and contradictory block sizes
- * must each fail nbd_connect_unix with EPROTO and a message naming the
- * fault, and leave a dead handle that refuses further calls (EINVAL).  A
+ * short or duplicate meta context replies, a flood of 100 000 meta
+ * contexts (never asked for, or the one asked for again and again under
+ * fresh ids: the first such reply is refused, nothing piles up) and
+ * contradictory block sizes must each fail nbd_connect_unix with EPROTO and
+ * a message naming the fault, and leave a dead handle that refuses further
+ * calls (EINVAL).  A
  * GO error's text reaches the message with control characters replaced.
  * An export size above INT64_MAX connects but nbd_get_size says EOVERFLOW
  * and the handle works.  NBD_OPT_GO refused with ERR_UNSUP falls back to
@@ -18,7 +21,9 @@
  * hangs up (ECONNRESET) fails the connect, and one that goes silent leaves
  * a handle nbd_close ends.  In option mode, NBD_REP_SERVER entries whose
  * name length exceeds the reply fail nbd_opt_list after the good entries,
- * while the longest legal entry (4096-byte name and description) passes; a
+ * while the longest legal entry (4096-byte name and description) passes, and
+ * a 100 000-entry NBD_OPT_LIST_META_CONTEXT reaches the callback whole (a
+ * listing stores nothing, so it has no limit); a
  * server dying in NBD_OPT_GO fails nbd_opt_go (CVE-2021-20286).  The server
  * checks each time that the client then hung up (or carried on) as it
  * should.
@@ -42,7 +47,7 @@ connect_fails (const struct scenario *sc)
   struct nbd_handle *h = hostile_handle (sc->name);
 
   if (sc->flags & NEEDS_META)
-    nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+    must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   hostile_start (&s, sc->name);
   check_error (sc->name, nbd_connect_unix (h, s.sock), "nbd_connect_unix", sc->err, sc->text);
   check_dead (sc->name, h);
@@ -181,7 +186,7 @@ starttls_silent (const struct scenario *sc)
 {
   struct hostile s;
   struct nbd_handle *h = hostile_handle (sc->name);
-  int r = 1;
+  int r = 1, fd;
 
   if (!nbd_supports_tls (h)) {
     skip ("%s: libnbd-core has no TLS support yet (nbd_supports_tls is false)", sc->name);
@@ -198,8 +203,11 @@ starttls_silent (const struct scenario *sc)
   if (!is_int (r, 0, "%s: nbd_poll (%d ms) times out with 0", sc->name, SILENCE_MS))
     diag ("error: %s", nbd_get_error ());
   ok (nbd_aio_is_connecting (h) == 1, "%s: still connecting", sc->name);
+  fd = nbd_aio_get_fd (h);
+  ok (fd >= 0, "%s: the handle has its socket", sc->name);
   nbd_close (h);
-  ok (true, "%s: nbd_close in the middle of the TLS handshake", sc->name);
+  ok (fcntl (fd, F_GETFD) == -1 && errno == EBADF,
+      "%s: nbd_close in the middle of the TLS handshake closed it", sc->name);
   hostile_end (&s);
 }
 
@@ -234,7 +242,7 @@ connect_opt_mode (struct hostile *s, const char *name)
 {
   struct nbd_handle *h = hostile_handle (name);
 
-  nbd_set_opt_mode (h, true);
+  must (nbd_set_opt_mode (h, true));
   hostile_start (s, name);
   if (!ok (nbd_connect_unix (h, s->sock) == 0, "%s: nbd_connect_unix (option mode)", name))
     diag ("error: %s", nbd_get_error ());
@@ -291,6 +299,59 @@ list_longest_entry (const struct scenario *sc)
   hostile_end (&s);
 }
 
+/* What hostile-server.py's list-meta-flood sends. */
+#define LIST_META_FLOOD 100000
+
+struct contexts {
+  int calls, in_order, frees;
+};
+
+static int
+context_cb (void *opaque, const char *name)
+{
+  struct contexts *c = opaque;
+  char want[32];
+
+  snprintf (want, sizeof want, "x-list:%d", c->calls++);
+  if (strcmp (name, want) == 0)
+    c->in_order++;
+  return 0;
+}
+
+static void
+context_free (void *opaque)
+{
+  struct contexts *c = opaque;
+
+  c->frees++;
+}
+
+/* A listing of 100 000 contexts: every one reaches the callback, and the
+ * handle goes on negotiating. */
+static void
+list_meta_flood (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = connect_opt_mode (&s, sc->name);
+  struct contexts c = { 0 };
+  int r;
+
+  r = nbd_opt_list_meta_context (h, (nbd_context_callback) { .callback = context_cb,
+                                                             .user_data = &c,
+                                                             .free = context_free });
+  if (!is_int (r, LIST_META_FLOOD, "%s: nbd_opt_list_meta_context counts every context",
+               sc->name))
+    diag ("error: %s", nbd_get_error ());
+  is_int (c.calls, LIST_META_FLOOD, "%s: the callback saw each", sc->name);
+  is_int (c.in_order, LIST_META_FLOOD, "%s: by its name, in order", sc->name);
+  is_int (c.frees, 1, "%s: the context closure was freed once", sc->name);
+  ok (nbd_aio_is_negotiating (h) == 1, "%s: still negotiating", sc->name);
+  if (!ok (nbd_opt_abort (h) == 0, "%s: nbd_opt_abort", sc->name))
+    diag ("error: %s", nbd_get_error ());
+  nbd_close (h);
+  hostile_end (&s);
+}
+
 /* CVE-2021-20286: the server dies in the middle of NBD_OPT_GO. */
 static void
 opt_go_server_dies (const struct scenario *sc)
@@ -322,6 +383,10 @@ static const struct scenario scenarios[] = {
   { "meta-context-duplicate-id", connect_fails, EPROTO, "two meta contexts one id", NEEDS_META },
   { "meta-context-short", connect_fails, EPROTO, "meta context reply has an invalid length",
     NEEDS_META },
+  { "meta-context-flood-unrequested", connect_fails, EPROTO,
+    "server selected meta context x-flood:0, which was not asked for", NEEDS_META },
+  { "meta-context-flood-duplicate", connect_fails, EPROTO,
+    "server selected meta context base:allocation twice", NEEDS_META },
   { "sr-ack-with-payload", connect_fails, EPROTO,
     "ACK to NBD_OPT_STRUCTURED_REPLY has a payload" },
   { "info-name-with-nul", connect_fails, EPROTO, "export name or description holds a NUL" },
@@ -352,6 +417,7 @@ static const struct scenario scenarios[] = {
   { "list-name-length-wraps", list_bad_name_length, EPROTO,
     "NBD_REP_SERVER name length is invalid" },
   { "list-longest-entry", list_longest_entry },
+  { "list-meta-flood", list_meta_flood },
   { "opt-go-server-dies", opt_go_server_dies, ECONNRESET, "server closed the connection" },
 };
 

@@ -17,9 +17,19 @@
  * before the request is covered (EIO: the covered parts hold the data, the
  * rest is zeroed), error chunks (EIO), an error offset outside the request.
  * In every case the buffer, filled with 0xaa first, holds no 0xaa
- * afterwards.
+ * afterwards.  The edges are exact: a data chunk at offset + 1 of the
+ * request's length and a hole from the middle to one byte past the end are
+ * both outside.
+ *
+ * Reads whose range reaches 2^64 (sent with LIBNBD_STRICT_BOUNDS off), where
+ * the end of a chunk, offset + length, lies past 2^64: overlapping chunks
+ * there (data inside data, the upper half twice as data or as a hole) fail
+ * the read with EPROTO like any overlap, with the bytes sent in place and
+ * the rest zeroed (not a 2^64-byte memset, not a success with half the
+ * buffer never written); the two halves upper first read correctly.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <libnbd.h>
 #include <string.h>
 
@@ -146,6 +156,53 @@ write_answered_with_data (const struct scenario *sc)
   hostile_end (&s);
 }
 
+/* ---- Reads whose range reaches 2^64 ------------------------------------ */
+
+#define WRAP_OVERLAP_OFFSET UINT64_C (0xffffffffffffff9c)  /* 100 bytes below 2^64 */
+#define WRAP_END_OFFSET UINT64_C (0xfffffffffffff000)      /* ends at 2^64 exactly */
+
+/* flags of read_wrap: where the read goes and what the server sends */
+#define WRAP_AT_END 2           /* at WRAP_END_OFFSET, else WRAP_OVERLAP_OFFSET */
+#define SENT_FIRST_200 4        /* data for [0, 200) */
+#define SENT_UPPER_HALF 8       /* data for [READ_COUNT / 2, READ_COUNT) */
+
+/* A read the server answers with chunks ending past 2^64: it fails with
+ * sc->err (or succeeds if sc->err is 0), the bytes the server sent are in
+ * place, every other byte is zero, and the connection lives on. */
+static void
+read_wrap (const struct scenario *sc)
+{
+  struct hostile s;
+  struct nbd_handle *h = hostile_connect (&s, sc->name);
+  unsigned char buf[READ_COUNT];
+  uint64_t offset = sc->flags & WRAP_AT_END ? WRAP_END_OFFSET : WRAP_OVERLAP_OFFSET;
+  size_t from = 0, to = 0;      /* the data sent; the rest must be zero */
+  int r;
+
+  if (sc->flags & SENT_FIRST_200)
+    to = 200;
+  if (sc->flags & SENT_UPPER_HALF)
+    from = READ_COUNT / 2, to = READ_COUNT;
+  if (!sc->err)
+    from = 0, to = READ_COUNT;
+  ok (nbd_set_strict_mode (h, nbd_get_strict_mode (h) & ~LIBNBD_STRICT_BOUNDS) == 0,
+      "%s: LIBNBD_STRICT_BOUNDS off", sc->name);
+  memset (buf, STALE_BYTE, sizeof buf);
+  r = nbd_pread (h, buf, sizeof buf, offset, 0);
+  if (sc->err)
+    check_error (sc->name, r, "nbd_pread", sc->err, sc->text);
+  else if (!ok (r == 0, "%s: nbd_pread at 0x%" PRIx64, sc->name, offset))
+    diag ("error: %s", nbd_get_error ());
+  ok (is_all (buf, 0, from), "%s: [0, %zu) is zero", sc->name, from);
+  ok (is_pattern (buf + from, offset + from, to - from), "%s: [%zu, %zu) holds the data sent",
+      sc->name, from, to);
+  ok (is_all (buf + to, 0, sizeof buf - to), "%s: [%zu, %d) is zero", sc->name, to, READ_COUNT);
+  ok (nbd_aio_is_ready (h) == 1, "%s: the connection survives", sc->name);
+  check_usable (sc->name, h);
+  nbd_close (h);
+  hostile_end (&s);
+}
+
 static const struct scenario scenarios[] = {
   { "read-simple-reply-with-sr", read_kills, EPROTO,
     "simple reply to a read, but structured replies were negotiated" },
@@ -160,6 +217,8 @@ static const struct scenario scenarios[] = {
   { "read-chunk-offset-near-2^64", read_kills, EPROTO, "data chunk outside the read request" },
   { "read-hole-near-2^64", read_kills, EPROTO, "hole chunk outside the read request" },
   { "read-hole-zero-size", read_kills, EPROTO, "hole chunk of size 0" },
+  { "read-chunk-one-past-end", read_kills, EPROTO, "data chunk outside the read request" },
+  { "read-hole-past-end", read_kills, EPROTO, "hole chunk outside the read request" },
   { "read-hole-without-sr", read_kills, EPROTO,
     "structured reply, but structured replies were not negotiated", NO_SR },
   { "read-error-message-too-long", read_kills, EPROTO,
@@ -178,6 +237,13 @@ static const struct scenario scenarios[] = {
   { "read-error-chunk", read_fails, EIO, "the server reported an error" },
   { "read-unknown-error-type", read_fails, EIO, "the server reported an error" },
   { "read-error-offset-outside", read_fails, EPROTO, "error offset outside the request" },
+  { "read-wrap-overlap", read_wrap, EPROTO, "server sent overlapping data chunks",
+    SENT_FIRST_200 },
+  { "read-wrap-data-twice", read_wrap, EPROTO, "server sent overlapping data chunks",
+    WRAP_AT_END | SENT_UPPER_HALF },
+  { "read-wrap-hole-twice", read_wrap, EPROTO, "server sent overlapping read chunks",
+    WRAP_AT_END },
+  { "read-wrap-reverse", read_wrap, 0, NULL, WRAP_AT_END },
 };
 
 int

@@ -94,6 +94,12 @@ _CYCLE = bytes(1 + i for i in range(127))
 
 
 def pattern(offset, length):
+    """The export's bytes from @offset, where offsets wrap at 2^64 as the
+    client's 64-bit ones do (for reads whose range reaches 2^64)."""
+    offset %= 1 << 64
+    if offset + length > 1 << 64:
+        head = (1 << 64) - offset
+        return pattern(offset, head) + pattern(0, length - head)
     start = offset % 127
     reps = (start + length) // 127 + 1
     return (_CYCLE * reps)[start:start + length]
@@ -306,7 +312,8 @@ def answer_option(c, opt, data, sr=True, size=SIZE, eflags=EFLAGS, block=BLOCK_S
         if opt == OPT_SET_META_CONTEXT:
             c.meta = {}
         for q in queries:
-            if q in (META_NAME, "base:"):
+            # As nbdkit and qemu-nbd: "base:" lists the namespace, but selects nothing.
+            if q == META_NAME or (q == "base:" and opt == OPT_LIST_META_CONTEXT):
                 ctx_id = META_ID if opt == OPT_SET_META_CONTEXT else 0
                 c.reply(opt, REP_META_CONTEXT, struct.pack(">I", ctx_id) + META_NAME.encode())
                 if opt == OPT_SET_META_CONTEXT:
@@ -530,6 +537,33 @@ add_option_fault("info-description-too-long", OPT_GO,
                  lambda c, d: (c.info_export(OPT_GO),
                                c.reply(OPT_GO, REP_INFO, struct.pack(">H", INFO_DESCRIPTION) +
                                        b"x" * 4097)))
+
+
+# SET_META_CONTEXT floods, to a client that asked for base:allocation
+# alone: FLOOD contexts it never asked for, or base:allocation again and
+# again under fresh ids, then the ACK.  The client must refuse the first
+# one and hang up, not store them all; hanging up in the middle of the
+# flood is what it should do.
+FLOOD = 100000
+
+
+def meta_flood(first, names):
+    def fault(c, data):
+        out = [struct.pack(">QIII", REP_MAGIC, OPT_SET_META_CONTEXT, REP_META_CONTEXT,
+                           4 + len(name)) + struct.pack(">I", ctx_id) + name
+               for ctx_id, name in enumerate(first + names, start=META_ID)]
+        out.append(struct.pack(">QIII", REP_MAGIC, OPT_SET_META_CONTEXT, REP_ACK, 0))
+        try:
+            c.send(b"".join(out))
+        except ClientGone:
+            finish()
+    return fault
+
+
+add_option_fault("meta-context-flood-unrequested", OPT_SET_META_CONTEXT,
+                 meta_flood([], [b"x-flood:%d" % i for i in range(FLOOD)]))
+add_option_fault("meta-context-flood-duplicate", OPT_SET_META_CONTEXT,
+                 meta_flood([META_NAME.encode()], [META_NAME.encode()] * FLOOD))
 add_option_fault("meta-context-short", OPT_SET_META_CONTEXT,
                  lambda c, d: c.reply(OPT_SET_META_CONTEXT, REP_META_CONTEXT,
                                       struct.pack(">I", 1)))
@@ -627,6 +661,21 @@ def _(c):
             return False
         c.reply(OPT_LIST, REP_SERVER, struct.pack(">I", 4096) + b"n" * 4096 + b"d" * 4096)
         c.ack(OPT_LIST)
+        return True
+    negotiate(c, hook)
+
+
+# NBD_OPT_LIST_META_CONTEXT answered with FLOOD contexts: a listing stores
+# nothing, so the client passes each to the caller's callback and goes on.
+@scenario("list-meta-flood")
+def _(c):
+    def hook(c, opt, data):
+        if opt != OPT_LIST_META_CONTEXT:
+            return False
+        c.send(b"".join(struct.pack(">QIII", REP_MAGIC, opt, REP_META_CONTEXT, 4 + len(name)) +
+                        struct.pack(">I", 0) + name
+                        for name in (b"x-list:%d" % i for i in range(FLOOD))))
+        c.ack(opt)
         return True
     negotiate(c, hook)
 
@@ -764,6 +813,76 @@ def _(c, req):
 @read_fault("read-hole-near-2^64")
 def _(c, req):
     c.hole_chunk(req.cookie, 0xFFFFFFFFFFFFFF00, 0x200, REPLY_FLAG_DONE)
+
+
+# One byte past the end: a data chunk at offset + 1 of the request's length,
+# and a hole that starts inside the request and ends one byte past it.
+@read_fault("read-chunk-one-past-end")
+def _(c, req):
+    c.data_chunk(req.cookie, req.offset + 1, pattern(req.offset + 1, req.length),
+                 REPLY_FLAG_DONE)
+
+
+@read_fault("read-hole-past-end")
+def _(c, req):
+    half = req.length // 2
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half + 1, REPLY_FLAG_DONE)
+
+
+# -- Reads whose range reaches 2^64 (sent with LIBNBD_STRICT_BOUNDS off): the
+# ends of the chunks, offset + length, lie past 2^64.  Chunks that overlap
+# there must still be seen to overlap.
+WRAP_OVERLAP_OFFSET = 0xFFFFFFFFFFFFFF9C    # 100 bytes below 2^64
+WRAP_END_OFFSET = 0xFFFFFFFFFFFFF000        # the request ends at 2^64 exactly
+
+
+def read_at(offset):
+    """The fault applies to a read at @offset only."""
+    def wrap(fn):
+        def fault(c, req):
+            if req.type != CMD_READ or req.offset != offset:
+                raise Misbehaved(f"expected a read at 0x{offset:x}, got {req!r}")
+            fn(c, req)
+        return fault
+    return wrap
+
+
+# [0, 200) reaches past 2^64; [10, 30) lies inside it.
+@read_fault("read-wrap-overlap", fatal=False)
+@read_at(WRAP_OVERLAP_OFFSET)
+def _(c, req):
+    fill(c, req, 0, 200)
+    fill(c, req, 10, 30)
+    c.done_chunk(req.cookie)
+
+
+# The upper half, which ends at 2^64, twice: the lower half is never sent.
+@read_fault("read-wrap-data-twice", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    fill(c, req, half, req.length)
+    fill(c, req, half, req.length)
+    c.done_chunk(req.cookie)
+
+
+@read_fault("read-wrap-hole-twice", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half)
+    c.hole_chunk(req.cookie, req.offset + half, req.length - half)
+    c.done_chunk(req.cookie)
+
+
+# The control: the two halves, upper first, read correctly.
+@read_fault("read-wrap-reverse", fatal=False)
+@read_at(WRAP_END_OFFSET)
+def _(c, req):
+    half = req.length // 2
+    fill(c, req, half, req.length)
+    fill(c, req, 0, half)
+    c.done_chunk(req.cookie)
 
 
 @read_fault("read-hole-zero-size")
