@@ -30,6 +30,7 @@ path: instructions under callgrind and system calls under strace -f -c, as
 import argparse
 import datetime
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -156,6 +157,12 @@ def deterministic(pin, short, long_, tmp):
             diff = {f: (funcs[long_].get(f, 0) - funcs[short].get(f, 0)) / (long_ - short)
                     for f in funcs[long_]}
             res["top"] = sorted(diff.items(), key=lambda kv: -kv[1])[:15]
+            by_obj = {}
+            for f, v in diff.items():
+                m = re.search(r"\[([^]]*)\]$", f)
+                obj = re.sub(r"\.so[.\d]*$", "", m.group(1)) if m else "?"
+                by_obj[obj] = by_obj.get(obj, 0) + v
+            res["by_obj"] = sorted(by_obj.items(), key=lambda kv: -kv[1])
             cnt = {}
             for n in (short, long_):
                 out = os.path.join(tmp, "st.%s.%d" % (key, n))
@@ -175,12 +182,29 @@ def deterministic(pin, short, long_, tmp):
     return results
 
 
+# Why, when write(2) leads gnbd's system calls (checked with strace -f -e
+# trace=write: they go to the first eventfd, the global default context's):
+# what a gnbd request costs beyond the core's.
+WHAT_DOMINATES = (
+    "What dominates gnbd's cost: every request is a GTask (allocated, with its "
+    "GObject qdata, g_datalist and g_pointer_bit_lock, and freed), its GBytes, "
+    "and a hop between threads: the reply is read on gnbd's I/O thread, which "
+    "returns the GTask to the caller's main context, and that return attaches "
+    "an idle source there and wakes the context with a write(2) to its eventfd: "
+    "the writes per request above (with futex and poll around them) are those "
+    "wake-ups, one per completed request, where the core's aio loop reads many "
+    "replies per recv (the table's last row: far below one system call per "
+    "request). malloc and free "
+    "(libc) and GLib's bookkeeping come before libnbd-core's own work in the "
+    "instruction counts.")
+
+
 def report(info, sections, det, elapsed):
     o = [BEGIN, "## gnbd: the GObject/GIO layer against libnbd-core and libnbd\n"]
     o.append("Written by `%s` on %s; this part took %.0f s. Load average at its start: %s; at its "
              "end: %s. Machine and versions as above; also %s.\n"
              % (info["command"], info["date"], elapsed, info["load_start"], info["load_end"],
-                ", ".join("%s %s" % kv for kv in info["versions"])))
+                ", ".join(info["versions"])))
     o.append(
         "Method: every run connects to a sink server of its own on a Unix socket, warms up for a "
         "tenth of the measured time (0.1 s at most), then measures %.2f s; runs alternate within a "
@@ -228,12 +252,18 @@ def report(info, sections, det, elapsed):
                  "and closing cancel out.\n" % (
                      "valgrind --tool=callgrind", info["det_long"], info["det_short"],
                      info["det_long"] - info["det_short"]))
-        o.append("| client | instructions / request | system calls / request | system calls by name |")
-        o.append("|---|---|---|---|")
+        o.append("| client | instructions / request | by library | system calls / request | by name |")
+        o.append("|---|---|---|---|---|")
         for r in det:
-            o.append("| %s | %s | %.2f | %s |" % (r["label"], core.fmt_ops(r["ir"]), r["sys"], ", ".join(
-                "%s %.2f" % kv for kv in r["sys_by"][:6])))
+            o.append("| %s | %s | %s | %.2f | %s |" % (
+                r["label"], core.fmt_ops(r["ir"]),
+                ", ".join("%s %s" % (k, core.fmt_ops(v)) for k, v in r["by_obj"][:6] if v >= 1),
+                r["sys"], ", ".join("%s %.2f" % kv for kv in r["sys_by"][:6])))
         o.append("")
+        g = next((r for r in det if r["key"] == "gnbd"), None)
+        if g and g["sys_by"] and g["sys_by"][0][0] == "write":
+            o.append(WHAT_DOMINATES)
+            o.append("")
         for r in det:
             o.append("%s, instructions per request by function (self cost, top 15):\n" % r["label"])
             o.append("| instructions / request | function |")
@@ -279,8 +309,8 @@ def main():
         "command": args.command,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_start": core.loadavg(),
-        "versions": [("gjs", core.sh("gjs --version")), ("python", core.sh("/usr/bin/python3 --version")),
-                     ("GLib", core.sh("pkg-config --modversion glib-2.0"))],
+        "versions": [core.sh("gjs --version"), core.sh("/usr/bin/python3 --version"),
+                     "GLib " + core.sh("pkg-config --modversion glib-2.0")],
         "duration": duration, "rounds": rounds, "pin_cpu": pin_cpu,
         "det_short": short, "det_long": long_,
     }
