@@ -1278,6 +1278,25 @@ conn_finish (GnbdConn *conn)
   gnbd_io_schedule (teardown_cb, gnbd_conn_ref (conn), (GDestroyNotify) gnbd_conn_unref);
 }
 
+/* The handle ended: the reader lets go and the connection finishes.
+ * As libnbd, a TCP connect that no address answered leaves the handle
+ * created again, not dead: for us the connect failed all the same. */
+static gboolean
+finish_if_ended (GnbdConn *conn)
+{
+  GSource *source;
+
+  if (!handle_ended (conn->nbd) && !nbd_aio_is_created (conn->nbd))
+    return FALSE;
+  pthread_mutex_lock (&conn->lock);
+  source = g_steal_pointer (&conn->source);
+  pthread_mutex_unlock (&conn->lock);
+  conn_finish (conn);
+  if (source)
+    g_source_unref (source);
+  return TRUE;
+}
+
 static gboolean
 io_dispatch (gpointer data, GIOCondition revents)
 {
@@ -1298,24 +1317,20 @@ io_dispatch (gpointer data, GIOCondition revents)
       note_end (conn, nbd_get_errno (), nbd_get_error ());
   }
   drain_failed (conn);
-  /* As libnbd, a TCP connect that no address answered leaves the handle
-   * created again, not dead: for us the connect failed all the same. */
-  if (handle_ended (nbd) || nbd_aio_is_created (nbd)) {
-    GSource *source;
-
-    pthread_mutex_lock (&conn->lock);
-    source = g_steal_pointer (&conn->source);
-    pthread_mutex_unlock (&conn->lock);
-    conn_finish (conn);
-    g_source_unref (source);
+  if (finish_if_ended (conn))
     return G_SOURCE_REMOVE;
-  }
   if (!conn->announced && nbd_aio_is_ready (nbd)) {
     conn->announced = TRUE;
     conn_ready (conn);
   }
-  else if (conn->list_mode && nbd_aio_is_negotiating (nbd))
+  else if (conn->list_mode && nbd_aio_is_negotiating (nbd)) {
     list_step (conn);
+    /* The abort that ends a listing can close the handle, and its socket,
+     * inside the call: finish now, for no event will come from a closed
+     * descriptor (its number may already serve another connection). */
+    if (finish_if_ended (conn))
+      return G_SOURCE_REMOVE;
+  }
   return G_SOURCE_CONTINUE;
 }
 
