@@ -2,10 +2,12 @@
  * loop (nbd_aio_get_fd, nbd_aio_get_direction, nbd_aio_notify_read/write)
  * until nbd_aio_is_ready.
  *
- * Proves, against nbdkit memory 1M (behind the delay filter, so that opening
- * the export takes 100 ms and no handshake can finish inside the aio call
- * that starts it: the core runs the handshake as far as the socket allows,
- * which against a fast local server can be all of it): nbd_aio_connect with a sockaddr_un and
+ * Proves, against an nbdkit eval export of 1M whose open waits until the
+ * test creates a release file, which it does only once the aio call has
+ * returned (an event, not a delay: no handshake can finish inside the aio
+ * call that starts it, while the core runs the handshake as far as the
+ * socket allows, which against a fast local server can be all of it):
+ * nbd_aio_connect with a sockaddr_un and
  * with a sockaddr_in (TCP_NODELAY set), nbd_aio_connect_unix, _tcp, _uri,
  * _socket, _command and _systemd_socket_activation each return at once with
  * the handle connecting, need the caller's loop to finish, and reach ready
@@ -21,6 +23,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -32,11 +36,35 @@
 #include "tap.h"
 
 static struct test_server nk, nkt;
-/* Every server delays opening the export by 100 ms, so that no aio connect
- * can finish within its own call: the handshake must need our loop. */
-#define SLOW_MEMORY "--filter=delay", "memory", "1M", "delay-open=100ms"
-static char *nbdkit_s[] = { "nbdkit", "-s", "--exit-with-parent", SLOW_MEMORY, NULL };
-static char *nbdkit_sa[] = { "nbdkit", "--exit-with-parent", SLOW_MEMORY, NULL };
+/* Every server's open (and so its reply to NBD_OPT_GO) waits until the
+ * release file exists, so that no aio connect can finish within its own
+ * call: the handshake must need our loop.  The test creates the file once
+ * the call has returned and removes it once the handle is ready; the wait
+ * gives up after two minutes if the test died. */
+static char release[4200], open_arg[4500];
+#define HELD_MEMORY "eval", open_arg, "get_size=echo 1048576", \
+                    "pread=dd if=/dev/zero count=$3 iflag=count_bytes"
+static char *nbdkit_s[] = { "nbdkit", "-s", "--exit-with-parent", HELD_MEMORY, NULL };
+static char *nbdkit_sa[] = { "nbdkit", "--exit-with-parent", HELD_MEMORY, NULL };
+
+/* Let the servers open the export (and answer NBD_OPT_GO). */
+static void
+release_open (void)
+{
+  int fd = open (release, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+  if (fd == -1)
+    bail_out ("creating %s: %m", release);
+  close (fd);
+}
+
+/* Hold the next open again. */
+static void
+hold_open (void)
+{
+  if (unlink (release) == -1 && errno != ENOENT)
+    bail_out ("removing %s: %m", release);
+}
 
 struct loop_stats {
   int rounds;
@@ -53,12 +81,12 @@ now_ms (void)
   return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The caller's event loop: until @done (h) or dead, 10 s at most.
- * Returns 0 when done, -1 on death or timeout. */
+/* The caller's event loop: until @done (h) or dead, bounded (60 s, not a
+ * timing).  Returns 0 when done, -1 on death or timeout. */
 static int
 drive (struct nbd_handle *h, int (*done) (struct nbd_handle *), struct loop_stats *st)
 {
-  int64_t end = now_ms () + 10000;
+  int64_t end = now_ms () + 60000;
 
   memset (st, 0, sizeof *st);
   while (!done (h)) {
@@ -106,8 +134,10 @@ finish (struct nbd_handle *h, int r, const char *what)
     diag ("%s", nbd_get_error ());
   ok (nbd_aio_is_connecting (h), "%s: the handle is connecting on return", what);
   ok (!nbd_aio_is_ready (h), "%s: and not yet ready", what);
+  release_open ();
   if (!ok (drive (h, nbd_aio_is_ready, &st) == 0, "%s: our loop brings it to ready", what))
     diag ("%s", nbd_get_error () ? nbd_get_error () : "");
+  hold_open ();
   ok (st.rounds >= 1 && st.reads >= 1 && !st.bad_direction,
       "%s: it took the loop (%d rounds, %d reads, %d writes)", what, st.rounds, st.reads,
       st.writes);
@@ -230,7 +260,9 @@ test_opt_mode (void)
   is_str (nbd_connection_state (h), "negotiating", "opt mode: the state is negotiating");
   is_int (nbd_aio_get_direction (h), 0, "opt mode: nothing to wait for while negotiating");
   is_int (nbd_aio_opt_go (h, NBD_NULL_COMPLETION), 0, "opt mode: nbd_aio_opt_go");
+  release_open ();
   ok (drive (h, go_done, &st) == 0, "opt mode: our loop finishes GO");
+  hold_open ();
   ok (nbd_aio_is_ready (h), "opt mode: ready after GO");
   is_int (nbd_get_size (h), 1048576, "opt mode: size 1M");
   nbd_close (h);
@@ -265,8 +297,12 @@ int
 main (void)
 {
   tap_timeout (TAP_DEFAULT_TIMEOUT);
-  if (server_start_nbdkit (&nk, (const char *const[]) { SLOW_MEMORY, NULL }) == -1 ||
-      server_start_nbdkit_tcp (&nkt, (const char *const[]) { SLOW_MEMORY, NULL }) == -1)
+  snprintf (release, sizeof release, "%s/connect-aio-release", servers_scratch_dir ());
+  snprintf (open_arg, sizeof open_arg,
+            "open=i=0; while [ ! -e '%s' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i + 1)); "
+            "done", release);
+  if (server_start_nbdkit (&nk, (const char *const[]) { HELD_MEMORY, NULL }) == -1 ||
+      server_start_nbdkit_tcp (&nkt, (const char *const[]) { HELD_MEMORY, NULL }) == -1)
     bail_out ("cannot start nbdkit");
 
   test_sockaddr_un ();

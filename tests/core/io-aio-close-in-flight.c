@@ -2,13 +2,15 @@
  *
  * Proves (libnbd 1.18's rule, which libnbd-core follows; 1.14 only frees):
  * closing a handle whose reads, structured reads, block status and writes
- * are in flight at a server that delays every reply (nbdkit delay filter),
- * or still queued and never sent, calls each completion callback exactly
- * once with *error = ENOTCONN, never calls a chunk or extent callback, and
- * calls every .free exactly once — each closure's after its callback.
+ * are in flight (all sent) at a server that holds every request (nbdkit's
+ * pause filter, resumed only after nbd_close: an event, not a delay), or
+ * still queued and never sent, calls each completion callback exactly once
+ * with *error = ENOTCONN, never calls a chunk or extent callback, and calls
+ * every .free exactly once — each closure's after its callback.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,8 +80,9 @@ completion (struct rec *r)
                                      .free = completion_free };
 }
 
+/* @pause: the pause filter's control socket. */
 static void
-run (const char *uri, bool sent)
+run (const char *uri, const char *pause, bool sent)
 {
   const char *m = sent ? "in flight" : "never sent";
   struct nbd_handle *h = nbd_create ();
@@ -92,6 +95,8 @@ run (const char *uri, bool sent)
   must (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
   if (nbd_connect_uri (h, uri) == -1)
     bail_out ("connect: %s", nbd_get_error ());
+  if (server_pause_control (pause, 'p') == -1)
+    bail_out ("%s: the pause filter did not pause", m);
   memset (r, 0, sizeof r);
   seq = 0;
   for (int i = 0; i < NR; i++) {
@@ -124,10 +129,12 @@ run (const char *uri, bool sent)
       all &= c[i] > 0;
     ok (all, "%s: %d commands queued", m, NR);
   }
-  /* Let them reach the server, which sits on them for seconds. */
-  if (sent)
-    for (int i = 0; i < 5 && (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE); i++)
-      nbd_poll (h, 100);
+  /* Let them reach the server, which holds them (bounded, not timed). */
+  if (sent) {
+    for (int i = 0; i < 60 && (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE); i++)
+      nbd_poll (h, 1000);
+    is_uint (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE, 0, "%s: all sent", m);
+  }
   is_int (nbd_aio_in_flight (h), NR, "%s: %d in flight", m, NR);
   {
     bool none = true;
@@ -137,6 +144,8 @@ run (const char *uri, bool sent)
   }
 
   nbd_close (h);
+  if (server_pause_control (pause, 'r') == -1)
+    diag ("%s: the pause filter did not resume", m);
 
   for (int i = 0; i < NR; i++) {
     is_int (r[i].completions, 1, "%s: command %d: completion callback once", m, i);
@@ -156,21 +165,24 @@ int
 main (void)
 {
   struct test_server s;
+  char pause[4200], pause_arg[4300];
   /* -t 1: nbdkit 1.32 can abort (raw_send_socket: sock >= 0) when worker
-   * threads still sleeping in the delay filter reply after the client has
-   * gone; one thread per connection avoids that race.  A fresh server per
-   * run keeps the runs apart. */
-  const char *args[] = { "-t", "1", "--filter=delay", "memory", "size=1M", "delay-read=20",
-                         "delay-write=20", "delay-extents=20", NULL };
+   * threads still holding requests reply after the client has gone; one
+   * thread per connection avoids that race (it holds the first request,
+   * the others wait in the socket, sent).  A fresh server per run keeps
+   * the runs apart. */
+  const char *args[] = { "-t", "1", "--filter=pause", "memory", "size=1M", pause_arg, NULL };
 
   tap_timeout (TAP_DEFAULT_TIMEOUT);
+  snprintf (pause, sizeof pause, "%s/pause.sock", servers_scratch_dir ());
+  snprintf (pause_arg, sizeof pause_arg, "pause-control=%s", pause);
   for (int sent = 1; sent >= 0; sent--) {
     if (server_start_nbdkit (&s, args) == -1) {
       if (errno == ENOENT)
         skip_all ("nbdkit is not installed");
       bail_out ("cannot start nbdkit");
     }
-    run (s.uri, sent);
+    run (s.uri, pause, sent);
     is_int (server_stop (&s), 0, "nbdkit stopped");
   }
   return done_testing ();

@@ -13,10 +13,13 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -27,8 +30,8 @@
 #define EXPORT_SIZE (8 * 1024 * 1024)
 #define KiB 1024
 
-/* Every wait is bounded by this. */
-#define POLL_MS 5000
+/* Every wait is bounded by this: a bound, not a timing. */
+#define POLL_MS WR_WAIT_MS
 
 static unsigned write_bits_seen;
 
@@ -314,7 +317,7 @@ aio_disconnect (struct nbd_handle *h, struct wring *r, const char *mode)
 
   is_int (nbd_aio_disconnect (h, 0), 0, "%s: nbd_aio_disconnect", mode);
   expect_req (T_DISC, 0, 0, 0, NULL);
-  end = wr_now () + 10;
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (!nbd_aio_is_closed (h) && !nbd_aio_is_dead (h) && wr_now () < end)
     if (poll_in (h) == -1)
       break;
@@ -324,7 +327,8 @@ aio_disconnect (struct nbd_handle *h, struct wring *r, const char *mode)
 static void
 check_end (struct wring *r, const char *mode)
 {
-  ok (wr_wait_done (r, 5000), "%s: the writer thread ended after the end-of-stream mark", mode);
+  ok (wr_wait_done (r, WR_WAIT_MS), "%s: the writer thread ended after the end-of-stream mark",
+      mode);
   is_int (WR_GET (r, eos_count), 1, "%s: exactly one end-of-stream mark", mode);
   ok (!WR_GET (r, bytes_after_eos), "%s: no bytes after it", mode);
   ok (!WR_GET (r, bad_call), "%s: no malformed writer calls (NULL with length, or 0 bytes)",
@@ -383,31 +387,48 @@ set_when_created (const struct test_server *s)
 static void
 set_when_connecting (void)
 {
-  char *slow_server[] = { "sh", "-c", "sleep 0.3; exec nbdkit -s --exit-with-parent memory size=1M",
-                          NULL };
+  char release[4200], script[4500];
+  char *held_server[] = { "sh", "-c", script, NULL };
   const char *mode = "connecting";
   struct nbd_handle *h = nbd_create ();
   unsigned char buf[4096];
   struct wring r;
   double end;
+  bool first_bytes;
+  int fd;
 
   if (!h || wr_start (&r, h) == -1)
     bail_out ("nbd_create or thread");
+  r.record = true;
   write_bits_seen = 0;
-  /* The server's greeting comes 300 ms late, so the handshake is surely
-   * still in progress when the writer is set: all the client's handshake
-   * bytes then go through it. */
-  is_int (nbd_aio_connect_command (h, slow_server), 0, "%s: nbd_aio_connect_command", mode);
+  /* The server starts (and greets) only once the test has set the writer
+   * and creates the release file: an event, not a delay.  The client
+   * sends nothing before the greeting, so all its handshake bytes must go
+   * through the writer.  The script gives up after two minutes if the
+   * test died. */
+  snprintf (release, sizeof release, "%s/writer-basic-release", servers_scratch_dir ());
+  snprintf (script, sizeof script,
+            "i=0; while [ ! -e '%s' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i + 1)); done; "
+            "exec nbdkit -s --exit-with-parent memory size=1M", release);
+  is_int (nbd_aio_connect_command (h, held_server), 0, "%s: nbd_aio_connect_command", mode);
   ok (nbd_aio_is_connecting (h), "%s: handle is connecting", mode);
   is_int (nbd_set_concurrent_writer (h, &r, wr_enqueue), 0,
           "%s: nbd_set_concurrent_writer while connecting", mode);
-  end = wr_now () + 10;
+  if ((fd = open (release, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) == -1)
+    bail_out ("creating %s: %m", release);
+  close (fd);
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (nbd_aio_is_connecting (h) && wr_now () < end)
     if (poll_in (h) == -1)
       break;
   ok (nbd_aio_is_ready (h), "%s: the handshake finished with a POLLIN-only loop", mode);
   is_uint (write_bits_seen, 0, "%s: no WRITE bit during the handshake", mode);
   ok (WR_GET (&r, accepted) > 0, "%s: the handshake went through the writer", mode);
+  /* The client's first bytes: its 4 flags, then an option (IHAVEOPT). */
+  pthread_mutex_lock (&r.lock);
+  first_bytes = r.log_len >= 12 && memcmp (r.log + 4, "IHAVEOPT", 8) == 0;
+  pthread_mutex_unlock (&r.lock);
+  ok (first_bytes, "%s: from its first byte (the client flags, then IHAVEOPT)", mode);
   fill (buf, sizeof buf, 4096, 0x5a);
   is_int (nbd_pwrite (h, buf, sizeof buf, 4096, 0), 0, "%s: sync nbd_pwrite", mode);
   memset (buf, 0, sizeof buf);

@@ -78,7 +78,7 @@ conn_poll (struct conn *c)
     c->write_bits |= dir & LIBNBD_AIO_DIRECTION_WRITE;
   pfd.events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
                ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
-  r = poll (&pfd, 1, 10000);
+  r = poll (&pfd, 1, WR_WAIT_MS);
   if (r <= 0) {
     diag ("%s: poll: %s", c->mode, r == 0 ? "timed out" : strerror (errno));
     return -1;
@@ -98,7 +98,7 @@ conn_close (struct conn *c)
   is_int (nbd_shutdown (c->h, 0), 0, "%s: nbd_shutdown", c->mode);
   if (c->writer) {
     is_uint (c->write_bits, 0, "%s: nbd_aio_get_direction never had the WRITE bit", c->mode);
-    ok (wr_wait_done (&c->r, 5000), "%s: writer thread ended after the end-of-stream mark",
+    ok (wr_wait_done (&c->r, WR_WAIT_MS), "%s: writer thread ended after the end-of-stream mark",
         c->mode);
     is_int (WR_GET (&c->r, eos_count), 1, "%s: one end-of-stream mark", c->mode);
     is_uint (WR_GET (&c->r, sent), WR_GET (&c->r, accepted),

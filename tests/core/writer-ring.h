@@ -16,9 +16,13 @@
  *    handle enters that call: wr_gate_on_enter, the handle's debug
  *    callback (wr_open_gate_on_enter sets it up), sees "enter: NAME" with
  *    the handle lock held, so the writer wakes only once that call runs;
- *  - fail_after: send exactly that many bytes, wait until `armed`, sleep
- *    fail_delay_ms, then nbd_concurrent_writer_error(h, fail_errno) (and a
- *    second one with fail_errno2 if set) and send nothing more;
+ *  - fail_after: send exactly that many bytes, wait until `armed` and, if
+ *    set, until fail_ready (fail_ready_data) says yes and the thread
+ *    fail_poller is blocked in poll(2) (so the report finds the handle's
+ *    user waiting: an event, not a delay), then
+ *    nbd_concurrent_writer_error(h, fail_errno) (and a second one with
+ *    fail_errno2 if set) and send nothing more; fail_saw_poller says
+ *    whether it saw that thread in poll(2) (the wait is bounded);
  *  - cb_fail_at: the callback itself reports cb_errno once it has accepted
  *    that many bytes (it runs with the handle lock held);
  *  - record: keep a copy of every byte handed over (log), and of every
@@ -36,17 +40,24 @@
  * ring and releases every lent byte it still holds.  Knobs:
  *  - fail_now: report that errno (nbd_concurrent_writer_error) at once,
  *    gate or no gate, and send nothing more;
- *  - drop_delay_ms: after a failure wait this long before dropping;
- *  - hold_on_failure: never drop (the test stops the thread instead);
+ *  - hold_on_failure: no drop while set (the test clears it when it has
+ *    seen what it needs, or stops the thread instead);
+ *  - drop_poller: after a failure, drop only once the handle has said its
+ *    connection is dead (dead_seen, from wr_watch's debug callback) and
+ *    that thread is blocked in poll(2) again, still waiting for the lent
+ *    bytes (drop_saw_poller then), or once the test sets poller_returned
+ *    (its call came back without waiting); bounded by WR_WAIT_MS;
  *  - manual_release: never release: the test calls
  *    nbd_concurrent_writer_release itself (sent bytes count in sent_lent);
  *  - send_limit: send no byte past this stream offset (0: no limit) until
- *    the test raises it, or until send_limit_until (a wr_now () time).
+ *    the test raises it.
  * releasing counts the lent bytes whose release the thread has begun (it
  * is raised just before each nbd_concurrent_writer_release).
  * giving_back is set (atomically, readable from any thread) just before the
  * thread's first release after a drop; drop_sum is the byte sum of what
  * the lent buffers held when they were dropped.
+ *
+ * Every wait on an event (here and in the tests) is bounded by WR_WAIT_MS.
  */
 #ifndef WRITER_RING_H
 #define WRITER_RING_H
@@ -59,14 +70,23 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
 #define WR_CHUNK (256 * 1024)
 #define WR_MAX_IOV 64
+
+/* The bound on a wait for an event: a bound, never a timing, so generous
+ * for a loaded 2-core machine under a sanitizer (10x slower) where the
+ * event itself takes milliseconds. */
+#define WR_WAIT_MS 60000
 
 /* Copied bytes (lent NULL: data holds WR_CHUNK bytes), or a lent write
  * payload (bytes [start, end) of lent; no data). */
@@ -116,8 +136,11 @@ struct wring {
   unsigned eos_at_gate_open;
   uint64_t fail_after;
   int fail_errno, fail_errno2;
-  unsigned fail_delay_ms;
   bool armed;
+  pid_t fail_poller;            /* report once this thread is in poll(2) */
+  bool (*fail_ready) (void *);  /* and once this says yes */
+  void *fail_ready_data;
+  bool fail_saw_poller;
   int fail_rc, fail_rc2;        /* what the reports returned */
   int fail_reported_errno;      /* nbd_get_errno () after a failed report */
   struct timespec fail_time;
@@ -143,16 +166,17 @@ struct wring {
   int release_errno;
   int fail_now, fail_now_rc;
   bool fail_now_done;
-  unsigned drop_delay_ms;
   bool hold_on_failure;
+  pid_t drop_poller;            /* drop once this thread waits again */
+  bool dead_seen;               /* the handle said "connection is dead" */
+  bool poller_returned;         /* the test's call came back */
+  bool drop_saw_poller;
   bool manual_release;
   uint64_t send_limit;
   double failed_at;             /* wr_now () when failed was set */
   unsigned drops;
   uint64_t dropped_lent;        /* lent bytes dropped (unsent), all drops */
   uint64_t drop_sum;
-  double drop_time;             /* wr_now () at the first drop */
-  double send_limit_until;      /* wr_now () at which send_limit lifts, or 0 */
   _Atomic bool giving_back;
   _Atomic uint64_t releasing;   /* lent bytes whose release has begun */
 };
@@ -166,13 +190,34 @@ wr_now (void)
   return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-static inline void
-wr_sleep_ms (unsigned ms)
+/* The calling thread's id, for fail_poller and drop_poller. */
+static inline pid_t
+wr_gettid (void)
 {
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+  return (pid_t) syscall (SYS_gettid);
+}
 
-  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
-    ;
+/* The thread @tid (of this process) is blocked in poll(2) or ppoll(2): the
+ * first field of /proc/self/task/TID/syscall is the system call it sleeps
+ * in ("running" while it runs). */
+static inline bool
+wr_in_poll (pid_t tid)
+{
+  char path[64], line[256];
+  FILE *f;
+  long nr = -1;
+
+  snprintf (path, sizeof path, "/proc/self/task/%d/syscall", (int) tid);
+  if (!(f = fopen (path, "r")))
+    return false;
+  if (fgets (line, sizeof line, f) && line[0] >= '0' && line[0] <= '9')
+    nr = strtol (line, NULL, 10);
+  fclose (f);
+#ifdef SYS_poll
+  if (nr == SYS_poll)
+    return true;
+#endif
+  return nr == SYS_ppoll;
 }
 
 static inline void
@@ -414,8 +459,7 @@ wr_drop (struct wring *r)
   }
   r->head = r->tail = NULL;
   r->queued = 0;
-  if (r->drops++ == 0)
-    r->drop_time = wr_now ();
+  r->drops++;
   r->dropped_lent += lent;
   r->drop_sum += sum;
   if (lent && !r->manual_release)
@@ -435,18 +479,28 @@ wr_timed_wait (struct wring *r, unsigned ms)
   pthread_cond_timedwait (&r->cond, &r->lock, &ts);
 }
 
+/* Armed, the failure waits for fail_ready and fail_poller (lock held). */
+static inline bool
+wr_fail_due (struct wring *r)
+{
+  if (r->fail_ready && !r->fail_ready (r->fail_ready_data))
+    return false;
+  return !r->fail_poller || (r->fail_saw_poller = wr_in_poll (r->fail_poller));
+}
+
 /* Inject the configured failure (lock held on entry and exit). */
 static inline void
 wr_inject (struct wring *r)
 {
   while (!r->armed && !r->stop)
     wr_timed_wait (r, 100);
-  unsigned delay = r->fail_delay_ms;
+  for (double end = wr_now () + WR_WAIT_MS / 1000.0;
+       !r->stop && !wr_fail_due (r) && wr_now () < end;)
+    wr_timed_wait (r, 1);
   int e1 = r->fail_errno, e2 = r->fail_errno2, rc1, rc2 = 0, rerr = 0;
   struct timespec t;
 
   pthread_mutex_unlock (&r->lock);
-  wr_sleep_ms (delay);
   clock_gettime (CLOCK_MONOTONIC, &t);
   rc1 = nbd_concurrent_writer_error (r->h, e1);
   if (rc1 == -1)
@@ -462,6 +516,17 @@ wr_inject (struct wring *r)
   r->failed = true;
   r->failed_at = wr_now ();
   pthread_cond_broadcast (&r->cond);
+}
+
+/* After a failure, may the thread drop the ring now (lock held)? */
+static inline bool
+wr_may_drop (struct wring *r)
+{
+  if (r->hold_on_failure)
+    return false;
+  if (!r->drop_poller || r->poller_returned || wr_now () >= r->failed_at + WR_WAIT_MS / 1000.0)
+    return true;
+  return r->dead_seen && (r->drop_saw_poller = wr_in_poll (r->drop_poller));
 }
 
 static inline void *
@@ -493,18 +558,13 @@ wr_thread (void *arg)
       continue;
     }
     if (r->failed) {
-      if (r->zero_copy && r->head && !r->hold_on_failure) {
-        double at = r->failed_at + r->drop_delay_ms / 1000.0;
-
-        if (wr_now () >= at) {
-          wr_drop (r);
-          pthread_cond_broadcast (&r->cond);
-          continue;
-        }
-        wr_timed_wait (r, 10);
+      if (r->zero_copy && r->head && wr_may_drop (r)) {
+        wr_drop (r);
+        pthread_cond_broadcast (&r->cond);
         continue;
       }
-      wr_timed_wait (r, r->zero_copy ? 10 : 100);
+      /* drop_poller is polled: 1 ms, a latency, not a timing. */
+      wr_timed_wait (r, !r->zero_copy ? 100 : r->drop_poller ? 1 : 10);
       continue;
     }
     if (r->fail_after && r->sent == r->fail_after) {
@@ -530,8 +590,6 @@ wr_thread (void *arg)
     }
     if (r->fail_after)
       limit = r->fail_after - r->sent;
-    if (r->send_limit && r->send_limit_until && wr_now () >= r->send_limit_until)
-      r->send_limit = 0;
     if (r->send_limit) {
       if (r->sent >= r->send_limit) {
         wr_timed_wait (r, 10);
@@ -597,18 +655,23 @@ wr_start (struct wring *r, struct nbd_handle *h)
   return 0;
 }
 
-/* The debug callback behind gate_open_on: called by libnbd-core with the
+/* The handle's debug callback (wr_watch): called by libnbd-core with the
  * handle lock held (the lock order is the writer callback's: handle, then
- * ring), on "enter: NAME" it opens the gate and records what the ring held
- * at that moment. */
+ * ring).  On "enter: NAME" of gate_open_on it opens the gate and records
+ * what the ring held at that moment; on "connection is dead" (aio.c) it
+ * sets dead_seen, for drop_poller. */
 static inline int
-wr_gate_on_enter (void *data, const char *context, const char *msg)
+wr_debug (void *data, const char *context, const char *msg)
 {
   struct wring *r = data;
   size_t n;
 
   (void) context;
   pthread_mutex_lock (&r->lock);
+  if (strncmp (msg, "connection is dead", 18) == 0) {
+    r->dead_seen = true;
+    pthread_cond_broadcast (&r->cond);
+  }
   if (r->gate_closed && r->gate_open_on && strncmp (msg, "enter: ", 7) == 0) {
     n = strlen (r->gate_open_on);
     if (strncmp (msg + 7, r->gate_open_on, n) == 0 && (msg[7 + n] == '\0' || msg[7 + n] == ' ')) {
@@ -622,6 +685,17 @@ wr_gate_on_enter (void *data, const char *context, const char *msg)
   return 0;
 }
 
+/* Let the ring follow @h's debug messages (wr_debug). */
+static inline int
+wr_watch (struct wring *r, struct nbd_handle *h)
+{
+  if (nbd_set_debug_callback (h, (nbd_debug_callback) { .callback = wr_debug,
+                                                         .user_data = r }) == -1 ||
+      nbd_set_debug (h, true) == -1)
+    return -1;
+  return 0;
+}
+
 /* Close the gate now; it opens when @h enters the call @name. */
 static inline int
 wr_open_gate_on_enter (struct wring *r, struct nbd_handle *h, const char *name)
@@ -630,11 +704,7 @@ wr_open_gate_on_enter (struct wring *r, struct nbd_handle *h, const char *name)
   r->gate_closed = true;
   r->gate_open_on = name;
   pthread_mutex_unlock (&r->lock);
-  if (nbd_set_debug_callback (h, (nbd_debug_callback) { .callback = wr_gate_on_enter,
-                                                         .user_data = r }) == -1 ||
-      nbd_set_debug (h, true) == -1)
-    return -1;
-  return 0;
+  return wr_watch (r, h);
 }
 
 /* Set knobs before the thread can see bytes. */
@@ -689,6 +759,21 @@ wr_wait_sent (struct wring *r, unsigned ms)
   while (r->sent < r->accepted && wr_now () < end)
     wr_timed_wait (r, 10);
   done = r->sent == r->accepted;
+  pthread_mutex_unlock (&r->lock);
+  return done;
+}
+
+/* Wait (bounded) until the thread has made its fail_after report. */
+static inline bool
+wr_wait_injected (struct wring *r, unsigned ms)
+{
+  double end = wr_now () + ms / 1000.0;
+  bool done;
+
+  pthread_mutex_lock (&r->lock);
+  while (!r->fail_done && wr_now () < end)
+    wr_timed_wait (r, 10);
+  done = r->fail_done;
   pthread_mutex_unlock (&r->lock);
   return done;
 }

@@ -10,10 +10,13 @@
  *  - a writer set when created carries the whole option negotiation.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -58,7 +61,7 @@ static void
 finish (struct nbd_handle *h, struct wring *r, struct wring *other, const char *what)
 {
   is_int (nbd_shutdown (h, 0), 0, "%s: nbd_shutdown", what);
-  ok (wr_wait_done (r, 5000), "%s: the writer thread ended", what);
+  ok (wr_wait_done (r, WR_WAIT_MS), "%s: the writer thread ended", what);
   is_int (WR_GET (r, eos_count), 1, "%s: one end-of-stream mark", what);
   nbd_close (h);
   wr_free (r);
@@ -93,21 +96,33 @@ static void
 twice_connecting (void)
 {
   const char *what = "connecting";
-  char *slow_server[] = { "sh", "-c",
-                          "sleep 0.3; exec nbdkit -s --exit-with-parent memory size=1M", NULL };
+  char release[4200], script[4500];
+  char *held_server[] = { "sh", "-c", script, NULL };
   struct nbd_handle *h = nbd_create ();
   struct wring r, r2;
   double end;
+  int fd;
 
   if (!h || wr_start (&r, h) == -1 || wr_start (&r2, h) == -1)
     bail_out ("setup");
-  is_int (nbd_aio_connect_command (h, slow_server), 0, "%s: nbd_aio_connect_command", what);
+  /* The server starts (and greets) only once the test creates the release
+   * file, after both calls: the handle is surely still connecting then.
+   * An event, not a delay; the script gives up after two minutes if the
+   * test died. */
+  snprintf (release, sizeof release, "%s/writer-twice-release", servers_scratch_dir ());
+  snprintf (script, sizeof script,
+            "i=0; while [ ! -e '%s' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i + 1)); done; "
+            "exec nbdkit -s --exit-with-parent memory size=1M", release);
+  is_int (nbd_aio_connect_command (h, held_server), 0, "%s: nbd_aio_connect_command", what);
   ok (nbd_aio_is_connecting (h), "%s: the handle is connecting", what);
   is_int (nbd_set_concurrent_writer (h, &r, wr_enqueue), 0, "%s: first call succeeds", what);
   refused (h, &r2, EINVAL, "connecting, second call");
-  end = wr_now () + 10;
+  if ((fd = open (release, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) == -1)
+    bail_out ("creating %s: %m", release);
+  close (fd);
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (nbd_aio_is_connecting (h) && wr_now () < end)
-    if (nbd_poll (h, 5000) == -1)
+    if (nbd_poll (h, WR_WAIT_MS) == -1)
       break;
   ok (nbd_aio_is_ready (h), "%s: connected", what);
   refused (h, &r2, EINVAL, "connecting, third call once connected");

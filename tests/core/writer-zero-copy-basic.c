@@ -35,7 +35,7 @@
 #include "writer-ring.h"
 
 #define KiB 1024
-#define POLL_MS 10000
+#define POLL_MS WR_WAIT_MS
 
 static struct wring *cur;       /* the ring of the handle being tested */
 static unsigned write_bits_seen;
@@ -413,7 +413,8 @@ every_aio_call (struct nbd_handle *h, const char *mode)
 static void
 check_end (struct wring *r, const char *mode, unsigned nr_writes)
 {
-  ok (wr_wait_done (r, 5000), "%s: the writer thread ended after the end-of-stream mark", mode);
+  ok (wr_wait_done (r, WR_WAIT_MS), "%s: the writer thread ended after the end-of-stream mark",
+      mode);
   is_int (WR_GET (r, eos_count), 1, "%s: exactly one end-of-stream mark", mode);
   ok (!WR_GET (r, bytes_after_eos), "%s: no bytes after it", mode);
   ok (!WR_GET (r, bad_call), "%s: no malformed writer calls", mode);
@@ -513,7 +514,7 @@ set_when_created (const struct test_server *s)
 
   is_int (nbd_aio_disconnect (h, 0), 0, "%s: nbd_aio_disconnect", mode);
   expect_req (T_DISC, 0, 0, 0, NULL);
-  end = wr_now () + 10;
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (!nbd_aio_is_closed (h) && !nbd_aio_is_dead (h) && wr_now () < end)
     if (poll_in (h) == -1)
       break;
@@ -831,7 +832,7 @@ opt_abort (const struct test_server *s)
   is_int (WR_GET (&r, eos_count), 0, "%s: no end-of-stream mark yet", mode);
   is_int (nbd_opt_abort (h), 0, "%s: nbd_opt_abort", mode);
   ok (nbd_aio_is_closed (h), "%s: closed", mode);
-  ok (wr_wait_done (&r, 5000), "%s: the thread ended after the end-of-stream mark", mode);
+  ok (wr_wait_done (&r, WR_WAIT_MS), "%s: the thread ended after the end-of-stream mark", mode);
   is_int (WR_GET (&r, eos_count), 1, "%s: exactly one end-of-stream mark", mode);
   ok (!WR_GET (&r, bytes_after_eos), "%s: no bytes after it", mode);
   ok (WR_GET (&r, shut_wr), "%s: the thread shut the write side down", mode);

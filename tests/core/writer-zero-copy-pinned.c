@@ -1,21 +1,27 @@
 /* writer-zero-copy-pinned: writes whose payloads are still lent to the
  * zero-copy writer when the connection dies (CMD_PINNED).
  *  - aio: 64 writes of 256 KiB (and one read) queued while the writer
- *    thread holds everything unsent; the thread reports EPIPE and gives the
- *    lent buffers back only 300 ms later: the read completes at once with
- *    EPIPE, no write's completion callback runs before the thread has set
- *    its "giving back" flag (checked in each callback) although the main
- *    thread keeps calling into the handle, the 64 stay in flight meanwhile;
- *    after the release each completes exactly once with EPIPE and its .free
- *    runs once; the buffers still held their bytes when dropped;
- *  - sync: nbd_pwrite of a buffer on its own stack frame, the writer
- *    failing 200 ms later and giving back 300 ms after that: nbd_pwrite
- *    returns -1 with EPIPE ("nbd_pwrite: ...") only after the release;
+ *    thread holds everything unsent; the thread reports EPIPE and keeps the
+ *    lent buffers until the test lets it give them back: the read
+ *    completes at once with EPIPE, the 64 stay in flight and no write's
+ *    completion callback runs while the main thread calls into the handle
+ *    (POKES times each of nbd_aio_in_flight, nbd_aio_peek_command_completed
+ *    and nbd_poll (h, 0)); after the release none had run before the thread
+ *    set its "giving back" flag (checked in each callback), each completes
+ *    exactly once with EPIPE and its .free runs once; the buffers still
+ *    held their bytes when dropped;
+ *  - sync: nbd_pwrite of a buffer on its own stack frame; the writer fails
+ *    once nbd_pwrite waits in poll(2) for the reply, and gives back only
+ *    once nbd_pwrite, having seen the connection die, waits in poll(2)
+ *    again (or has returned: then the test fails): nbd_pwrite returns -1
+ *    with EPIPE ("nbd_pwrite: ...") only after the release;
  *  - nbd_close with pinned writes that the thread never gives back (it is
- *    stopped first): each completes during nbd_close, once, with EPIPE, and
- *    each .free runs once;
+ *    stopped first): none completes while the main thread calls into the
+ *    handle, each completes during nbd_close, once, with EPIPE, and each
+ *    .free runs once;
  *  - nbd_close with lent writes of a live connection (thread stopped
  *    first): each completes once with ENOTCONN, .free once.
+ * Events, not delays, decide when the thread fails and gives back.
  */
 #include <errno.h>
 #include <poll.h>
@@ -32,6 +38,8 @@
 #define KiB 1024
 #define NR 64
 #define WLEN (256 * KiB)
+/* Calls of each kind into a handle whose writes must stay pinned. */
+#define POKES 100
 
 static struct wring *cur;
 static bool closing;
@@ -82,6 +90,18 @@ poll_in (struct nbd_handle *h, int ms)
 
   if (poll (&pfd, 1, ms) > 0)
     nbd_aio_notify_read (h);
+}
+
+/* Call into @h POKES times each way a pinned write could be completed
+ * from (the handle's entry checks, retirement, a poll step). */
+static void
+poke (struct nbd_handle *h)
+{
+  for (int i = 0; i < POKES; i++) {
+    nbd_aio_in_flight (h);
+    nbd_aio_peek_command_completed (h);
+    nbd_poll (h, 0);
+  }
 }
 
 static uint64_t
@@ -144,7 +164,8 @@ aio_pinned (const char *uri)
   memset (recs, 0, sizeof recs);
   h = open_handle (&r, uri);
   WR_SET (&r, gate_closed, true);
-  WR_SET (&r, drop_delay_ms, 300);
+  /* The test says when the thread may give back (an event). */
+  WR_SET (&r, hold_on_failure, true);
   for (int i = 0; i < NR; i++) {
     memset (bufs[i], 0x40 + i, WLEN);
     expect_sum += (uint64_t) (0x40 + i) * WLEN;
@@ -158,7 +179,7 @@ aio_pinned (const char *uri)
   is_uint (WR_GET (&r, lent), (uint64_t) NR * WLEN, "%s: all payloads lent, none sent", mode);
 
   WR_SET (&r, fail_now, EPIPE);
-  end = wr_now () + 5;
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (!nbd_aio_is_dead (h) && wr_now () < end)
     poll_in (h, 100);
   ok (nbd_aio_is_dead (h), "%s: the writer's EPIPE killed the connection", mode);
@@ -167,15 +188,18 @@ aio_pinned (const char *uri)
   is_int (recs[NR].error, EPIPE, "%s: with EPIPE", mode);
   in_flight_ok = nbd_aio_in_flight (h) == NR && !atomic_load (&r.giving_back);
   ok (in_flight_ok, "%s: the %d pinned writes still count as in flight", mode, NR);
+  poke (h);
+  is_uint (count_calls (NR, called), 0, "%s: none completed while the main thread called into "
+           "the handle", mode);
+  is_int (nbd_aio_in_flight (h), NR, "%s: all %d still in flight", mode, NR);
+  is_uint (WR_GET (&r, drops), 0, "%s: the thread still held the buffers then", mode);
 
-  /* Keep calling into the handle until every write completed. */
-  end = wr_now () + 10;
-  while (count_calls (NR, called) < NR && wr_now () < end) {
-    nbd_aio_in_flight (h);
-    nbd_aio_peek_command_completed (h);
-    nbd_poll (h, 0);
-    wr_sleep_ms (1);
-  }
+  /* Let the thread give back; once it has, the next call into the handle
+   * completes the writes. */
+  WR_SET (&r, hold_on_failure, false);
+  ok (wr_wait_released (&r, (uint64_t) NR * WLEN, WR_WAIT_MS),
+      "%s: the thread gave every lent byte back", mode);
+  nbd_aio_in_flight (h);
   is_uint (count_calls (NR, called), NR, "%s: all %d writes completed", mode, NR);
   is_uint (count_calls (NR, early), 0,
            "%s: none before the thread began giving its buffers back", mode);
@@ -183,14 +207,9 @@ aio_pinned (const char *uri)
   is_uint (count_calls (NR, is_epipe), NR, "%s: each with EPIPE", mode);
   is_uint (count_calls (NR, freed_once), NR, "%s: each .free ran once", mode);
   is_uint (count_calls (NR, free_first), 0, "%s: after its completion callback", mode);
-  ok (WR_GET (&r, drop_time) - WR_GET (&r, failed_at) >= 0.29,
-      "%s: the thread gave back %.0f ms after failing", mode,
-      (WR_GET (&r, drop_time) - WR_GET (&r, failed_at)) * 1000);
   is_uint (WR_GET (&r, dropped_lent), (uint64_t) NR * WLEN, "%s: it dropped every lent byte",
            mode);
   is_uint (WR_GET (&r, drop_sum), expect_sum, "%s: which still held what was written", mode);
-  wr_wait_released (&r, (uint64_t) NR * WLEN, 5000);
-  is_uint (WR_GET (&r, released), (uint64_t) NR * WLEN, "%s: and gave them all back", mode);
   is_uint (WR_GET (&r, release_failures), 0, "%s: no release failed", mode);
   is_int (nbd_aio_in_flight (h), 0, "%s: nothing in flight now", mode);
   wr_stop (&r);
@@ -205,7 +224,6 @@ aio_pinned (const char *uri)
 struct sync_result {
   int rc, err;
   bool prefix, given_back;
-  double t_return;
   uint64_t sum;
 };
 
@@ -219,7 +237,6 @@ sync_write_from_stack (struct nbd_handle *h)
   memset (buf, 0x5c, sizeof buf);
   res.sum = sum_bytes (buf, sizeof buf);
   res.rc = nbd_pwrite (h, buf, sizeof buf, 0, 0);
-  res.t_return = wr_now ();
   res.given_back = atomic_load (&cur->giving_back);
   res.err = nbd_get_errno ();
   msg = nbd_get_error ();
@@ -227,9 +244,17 @@ sync_write_from_stack (struct nbd_handle *h)
   if (!res.prefix)
     diag ("nbd_pwrite's message: %s", msg ? msg : "(none)");
   /* Scribble over the buffer before its frame goes: a writer still using
-   * it would see this. */
+   * it would see this.  Then let a thread that waits for us drop. */
   memset (buf, 0xee, sizeof buf);
+  WR_SET (cur, poller_returned, true);
   return res;
+}
+
+/* fail_ready: the write's payload is in the ring (lock held). */
+static bool
+payload_lent (void *data)
+{
+  return ((struct wring *) data)->lent >= WLEN;
 }
 
 static void
@@ -241,16 +266,20 @@ sync_pinned (const char *uri)
   struct wring r;
 
   h = open_handle (&r, uri);
-  /* Once the thread has sent (and counted) the whole handshake, it fails
-   * 200 ms from now, with nothing more sent, and gives back 300 ms after
-   * that. */
-  ok (wr_wait_sent (&r, 5000), "%s: the handshake was sent", mode);
+  if (wr_watch (&r, h) == -1)
+    bail_out ("%s: debug callback: %s", mode, nbd_get_error ());
+  /* Once the thread has sent (and counted) the whole handshake, it sends
+   * nothing more: it fails once the payload is lent and nbd_pwrite waits
+   * in poll(2) for the reply, and gives back once nbd_pwrite, having seen
+   * the connection die, waits in poll(2) again.  Events, not delays. */
+  ok (wr_wait_sent (&r, WR_WAIT_MS), "%s: the handshake was sent", mode);
   pthread_mutex_lock (&r.lock);
   r.gate_closed = true;
-  r.drop_delay_ms = 300;
   r.fail_errno = EPIPE;
-  r.fail_delay_ms = 200;
   r.fail_after = r.sent;
+  r.fail_ready = payload_lent;
+  r.fail_ready_data = &r;
+  r.fail_poller = r.drop_poller = wr_gettid ();
   r.armed = true;
   pthread_cond_broadcast (&r.cond);
   pthread_mutex_unlock (&r.lock);
@@ -261,15 +290,12 @@ sync_pinned (const char *uri)
   ok (res.prefix, "%s: the message starts with \"nbd_pwrite: \"", mode);
   ok (res.given_back, "%s: it returned only after the thread began giving back", mode);
   ok (WR_GET (&r, fail_done), "%s: the writer did fail", mode);
-  ok (res.t_return - WR_GET (&r, drop_time) >= 0,
-      "%s: returned %.0f ms after the release began", mode,
-      (res.t_return - WR_GET (&r, drop_time)) * 1000);
-  ok (WR_GET (&r, drop_time) - WR_GET (&r, failed_at) >= 0.29,
-      "%s: which was %.0f ms after the failure", mode,
-      (WR_GET (&r, drop_time) - WR_GET (&r, failed_at)) * 1000);
+  ok (WR_GET (&r, fail_saw_poller), "%s: while nbd_pwrite waited in poll(2)", mode);
+  ok (WR_GET (&r, drop_saw_poller), "%s: the thread gave back once nbd_pwrite, the connection "
+      "dead, waited in poll(2) again", mode);
   is_uint (WR_GET (&r, dropped_lent), WLEN, "%s: the thread dropped the whole payload", mode);
   is_uint (WR_GET (&r, drop_sum), res.sum, "%s: which still held the caller's bytes", mode);
-  wr_wait_released (&r, WLEN, 5000);
+  wr_wait_released (&r, WLEN, WR_WAIT_MS);
   is_uint (WR_GET (&r, released), WLEN, "%s: and gave it back", mode);
   ok (nbd_aio_is_dead (h), "%s: the handle is dead", mode);
   wr_stop (&r);
@@ -300,16 +326,12 @@ close_pinned (const char *uri, bool dead)
   ok (issued, "%s: %d writes lent to the thread", mode, n);
   if (dead) {
     WR_SET (&r, fail_now, EPIPE);
-    end = wr_now () + 5;
+    end = wr_now () + WR_WAIT_MS / 1000.0;
     while (!nbd_aio_is_dead (h) && wr_now () < end)
       poll_in (h, 100);
     ok (nbd_aio_is_dead (h), "%s: the writer's EPIPE killed the connection", mode);
     /* The thread never gives back: they stay pinned. */
-    end = wr_now () + 0.2;
-    while (wr_now () < end) {
-      nbd_aio_in_flight (h);
-      wr_sleep_ms (5);
-    }
+    poke (h);
     is_uint (count_calls (n, called), 0, "%s: none completed while the thread held them",
              mode);
   }

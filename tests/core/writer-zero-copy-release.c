@@ -146,7 +146,7 @@ pieces (const struct test_server *s)
 
   /* The writer fails with all three still lent: they are pinned. */
   WR_SET (&r, fail_now, EPIPE);
-  end = wr_now () + 5;
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (!nbd_aio_is_dead (h) && wr_now () < end)
     poll_in (h, 100);
   ok (nbd_aio_is_dead (h), "the writer's failure killed the connection");
@@ -212,7 +212,7 @@ live (const struct test_server *s)
   is_uint (WR_GET (&r, lent), len, "live: its payload was lent");
   is_uint (atomic_load (&r.releasing), len,
            "live: nbd_pwrite returned once the thread was giving all of it back");
-  wr_wait_released (&r, len, 5000);
+  wr_wait_released (&r, len, WR_WAIT_MS);
   is_uint (WR_GET (&r, released), len, "live: all of it was given back");
   ok (WR_GET (&r, release_calls) > 1, "live: in %u pieces, one per sendmsg that took some",
       WR_GET (&r, release_calls));
@@ -223,7 +223,7 @@ live (const struct test_server *s)
   is_int (nbd_pread (h, back, len, 0, 0), 0, "live: read it back");
   ok (memcmp (buf, back, len) == 0, "live: the disk holds it");
   is_int (nbd_shutdown (h, 0), 0, "live: nbd_shutdown");
-  ok (wr_wait_done (&r, 5000), "live: the writer thread ended");
+  ok (wr_wait_done (&r, WR_WAIT_MS), "live: the writer thread ended");
   nbd_close (h);
   wr_free (&r);
   free (buf);

@@ -86,7 +86,7 @@ main (void)
     off += len;
   }
   is_int (issued, 16, "16 aio writes queued");
-  end = wr_now () + 30;
+  end = wr_now () + WR_WAIT_MS / 1000.0;
   while (done_calls < 16 && wr_now () < end) {
     struct pollfd pfd = { .fd = nbd_aio_get_fd (h), .events = POLLIN };
 
@@ -109,7 +109,7 @@ main (void)
       WR_GET (&r, accepted));
   ok (!WR_GET (&r, bad_flags), "no other flags");
   is_int (nbd_shutdown (h, 0), 0, "nbd_shutdown");
-  ok (wr_wait_done (&r, 5000), "the thread ended after the end-of-stream mark");
+  ok (wr_wait_done (&r, WR_WAIT_MS), "the thread ended after the end-of-stream mark");
   is_int (WR_GET (&r, eos_count), 1, "one end-of-stream mark");
   ok (!WR_GET (&r, bytes_after_eos), "nothing after it");
   is_uint (WR_GET (&r, sent_at_shut_wr), WR_GET (&r, accepted),

@@ -186,7 +186,7 @@ starttls_silent (const struct scenario *sc)
 {
   struct hostile s;
   struct nbd_handle *h = hostile_handle (sc->name);
-  int r = 1, fd;
+  int fd;
 
   if (!nbd_supports_tls (h)) {
     skip ("%s: libnbd-core has no TLS support yet (nbd_supports_tls is false)", sc->name);
@@ -198,9 +198,9 @@ starttls_silent (const struct scenario *sc)
   use_psk (h);
   hostile_start (&s, sc->name);
   ok (nbd_aio_connect_unix (h, s.sock) == 0, "%s: nbd_aio_connect_unix", sc->name);
-  for (int i = 0; i < 10 && r == 1; i++)
-    r = nbd_poll (h, SILENCE_MS);
-  if (!is_int (r, 0, "%s: nbd_poll (%d ms) times out with 0", sc->name, SILENCE_MS))
+  ok (hostile_wait_silent (&s, h), "%s: the server has sent all it will", sc->name);
+  if (!is_int (nbd_poll (h, SILENCE_MS), 0, "%s: nbd_poll (%d ms) times out with 0", sc->name,
+               SILENCE_MS))
     diag ("error: %s", nbd_get_error ());
   ok (nbd_aio_is_connecting (h) == 1, "%s: still connecting", sc->name);
   fd = nbd_aio_get_fd (h);

@@ -8,6 +8,10 @@ Owns one Unix socket and one connection: it listens on SOCKET, prints
 SCENARIO (a correct server up to the chosen step, then the chosen fault),
 then exits.  It never talks to anything but that one client.
 
+In the scenarios where it goes silent it prints "SILENT" on stdout once it
+has sent all it ever will, so that a test can wait for that event rather
+than for a quiet interval.
+
 The exit status is the server's verdict on the client:
   0  the client did what the scenario expects of it: it hung up without
      another word after a fatal fault, carried on (and ended with
@@ -185,6 +189,10 @@ class Conn:
             got += len(part)
             if got > allowed:
                 raise Misbehaved(f"client sent {got} more bytes {why} instead of hanging up")
+
+    def silence(self):
+        """Say (on stdout, to the test) that nothing more will be sent."""
+        print("SILENT", flush=True)
 
     def wait_hangup(self):
         """Wait until the client has closed its socket altogether (POLLHUP;
@@ -495,7 +503,8 @@ def garbage(c):
 SCENARIOS["starttls-then-garbage"] = starttls_then(garbage)
 SCENARIOS["starttls-then-close"] = starttls_then(lambda c: c.close())
 SCENARIOS["starttls-then-silent"] = starttls_then(
-    lambda c: c.expect_eof(allowed=1 << 20, why="while the server was silent"))
+    lambda c: (c.silence(),
+               c.expect_eof(allowed=1 << 20, why="while the server was silent")))
 
 
 # -- Option replies
@@ -720,6 +729,7 @@ add_option_fault("close-before-go-ack", OPT_GO,
 
 @scenario("silent-greeting")
 def _(c):
+    c.silence()
     c.expect_eof(why="to a server that never greeted")
 
 
@@ -727,6 +737,7 @@ def _(c):
 def _(c):
     c.greet()
     c.read_option()
+    c.silence()
     c.expect_eof(why="while waiting for an option reply")
 
 
@@ -735,6 +746,7 @@ def _(c):
     def hook(c, opt, data):
         if opt != OPT_LIST:
             return False
+        c.silence()
         c.expect_eof(why="while waiting for the NBD_OPT_LIST reply")
         raise Finished()
     negotiate(c, hook)
@@ -1108,6 +1120,7 @@ def _(c):
     req = c.read_request()
     if req.type != CMD_DISC:
         raise Misbehaved(f"expected NBD_CMD_DISC, got {req!r}")
+    c.silence()
     c.expect_eof(why="after NBD_CMD_DISC")
     # The client shut its write side; stay silent, not closing, until it
     # closes the socket altogether.
@@ -1117,6 +1130,7 @@ def _(c):
 def silent(name, fn):
     def fault(c, req):
         fn(c, req)
+        c.silence()
         c.expect_eof(why="while the server was silent")
         raise Finished()
     read_fault(name)(fault)

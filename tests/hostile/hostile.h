@@ -39,10 +39,13 @@
 #define READ_OFFSET 8192
 #define READ_COUNT 4096
 #define STALE_BYTE 0xaa
-/* How long a test waits with nbd_poll for something that must not come. */
+/* How long nbd_poll waits for what cannot come: the server has said it
+ * went silent (hostile_wait_silent), so any timeout would do. */
 #define SILENCE_MS 200
-/* How long the server may take to start, and to exit once the client left. */
-#define SERVER_WAIT_MS 10000
+/* The bound on the server's start, on its exit once the client left, and
+ * on the wait for it to go silent: a bound, not a timing, so generous for
+ * a loaded machine (the client may run under valgrind). */
+#define SERVER_WAIT_MS 60000
 
 struct hostile {
   const char *scenario;
@@ -170,6 +173,43 @@ hostile_end (struct hostile *s)
           "3 = time limit, -1 = killed (reason above)");
   free (s->sock);
   s->sock = NULL;
+}
+
+/* Drive @h with nbd_poll until the server says it has gone silent (it
+ * prints "SILENT" once it has sent all it ever will: an event, not a quiet
+ * interval), then take in whatever the socket still holds.  Bounded by
+ * SERVER_WAIT_MS; true if the server said so. */
+static inline bool
+hostile_wait_silent (struct hostile *s, struct nbd_handle *h)
+{
+  int64_t deadline = hostile_now_ms_ () + SERVER_WAIT_MS;
+  char said[16];
+  size_t len = 0;
+
+  said[0] = '\0';
+  while (!memchr (said, '\n', len) && len < sizeof said - 1 && hostile_now_ms_ () < deadline) {
+    struct pollfd p = { .fd = s->out, .events = POLLIN };
+    ssize_t n;
+
+    if (poll (&p, 1, 0) != 1) {
+      /* The client's part: 10 ms is a latency, not a timing. */
+      if (nbd_poll (h, 10) == -1)
+        break;
+      continue;
+    }
+    if ((n = read (s->out, said + len, sizeof said - 1 - len)) <= 0)
+      break;
+    len += n;
+    said[len] = '\0';
+  }
+  if (strcmp (said, "SILENT\n") != 0) {
+    diag ("%s: the server said \"%s\", not SILENT: %s", s->scenario, said,
+          nbd_get_error () ? nbd_get_error () : "");
+    return false;
+  }
+  for (int i = 0; i < 1000 && nbd_poll (h, 0) == 1; i++)
+    ;
+  return true;
 }
 
 /* ---- Handles ------------------------------------------------------------ */

@@ -1100,6 +1100,47 @@ servers_scratch_dir (void)
   return dir;
 }
 
+/* ---- nbdkit's pause filter -------------------------------------------- */
+
+int
+server_pause_control (const char *path, char cmd)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  struct pollfd pfd = { .events = POLLIN };
+  char ack = 0;
+  int fd, r = -1;
+
+  if (strlen (path) >= sizeof sun.sun_path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  strcpy (sun.sun_path, path);
+  if ((fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+    return -1;
+  pfd.fd = fd;
+  if (connect (fd, (struct sockaddr *) &sun, sizeof sun) == 0 && write (fd, &cmd, 1) == 1) {
+    /* A bound, not a timing: the filter answers once in-flight requests
+     * are done, milliseconds here. */
+    int n = poll (&pfd, 1, 60000);
+
+    if (n == 0)
+      errno = ETIMEDOUT;
+    else if (n == 1 && read (fd, &ack, 1) == 1) {
+      if (ack == cmd - 'a' + 'A')
+        r = 0;
+      else
+        errno = EPROTO;
+    }
+    else if (n == 1)
+      errno = ECONNRESET;
+  }
+  if (r == -1)
+    fprintf (stderr, "servers: pause filter %s: '%c' not acknowledged (got '%c'): %m\n", path,
+             cmd, ack ? ack : '-');
+  close (fd);
+  return r;
+}
+
 int
 servers_run (const char *const *argv, unsigned timeout_s)
 {

@@ -137,4 +137,13 @@ char *image_create_qcow2 (uint64_t size);
  */
 int servers_run (const char *const *argv, unsigned timeout_s);
 
+/* nbdkit's pause filter (--filter=pause ... pause-control=PATH, with PATH
+ * e.g. in servers_scratch_dir ()): send @cmd, 'p' to pause or 'r' to
+ * resume, to its control socket @path, and wait (bounded, 60 s) for the
+ * filter's acknowledgement: 'P' comes once the requests already in progress
+ * are done, and every later one waits until 'r'.  A server the test holds
+ * on an event, rather than on a delay.  Returns 0, or -1 with errno set.
+ */
+int server_pause_control (const char *path, char cmd);
+
 #endif /* GNBD_TESTS_SERVERS_H */
