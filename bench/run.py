@@ -635,8 +635,26 @@ def write_report(path, info, sections, det, det_params, elapsed):
         for f, v in d["top"]:
             o.append("| {:,.0f} | `{}` |".format(v, f))
         o.append("")
+    text = "\n".join(o)
+    # The sections other scripts own (bench/gnbd.py, bench/copy.py: each
+    # between its marker lines) stay as they were.
+    if os.path.exists(path):
+        old = open(path).read()
+        for begin, end in KEPT_SECTIONS:
+            i, j = old.find(begin), old.find(end)
+            if i != -1 and j > i:
+                text = text.rstrip("\n") + "\n\n" + old[i:j + len(end)] + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(o))
+        f.write(text)
+
+
+# Marker lines of the sections written by other scripts (see write_report).
+KEPT_SECTIONS = [
+    ("<!-- begin: gnbd copy against nbdcopy (bench/copy.sh) -->",
+     "<!-- end: gnbd copy against nbdcopy -->"),
+    ("<!-- gnbd section: written by bench/gnbd.py; everything up to the end marker is replaced -->",
+     "<!-- end of the gnbd section -->"),
+]
 
 
 def versions():

@@ -20,6 +20,7 @@
 #include "gnbd-conn-private.h"
 #include "gnbd-enum-types.h"
 #include "gnbd-error.h"
+#include "gnbd-result-private.h"
 #include "gnbd-tsan-private.h"
 
 /**
@@ -347,10 +348,10 @@ on_conn_closed (GnbdConn *conn, GError *error, gpointer data)
   g_object_unref (self);
 }
 
-/* The connection requests go to, or NULL with the task returned: not
- * connected yet, or closed (and why). */
+/* The connection requests go to, or NULL with @error set: not connected
+ * yet, or closed (and why). */
 static GnbdConn *
-connected_conn (GnbdClient *self, GTask *task)
+connected_conn (GnbdClient *self, GError **error)
 {
   GnbdConn *conn = NULL;
 
@@ -361,20 +362,19 @@ connected_conn (GnbdClient *self, GTask *task)
     break;
   case STATE_IDLE:
   case STATE_CONNECTING:
-    g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED,
-                             "The client is not connected to an NBD server yet: call one of "
-                             "the gnbd_client_connect_* functions first, and wait for it to "
-                             "complete");
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED,
+                 "The client is not connected to an NBD server yet: call one of the "
+                 "gnbd_client_connect_* functions first, and wait for it to complete");
     break;
   case STATE_CLOSED:
     if (self->close_error)
-      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_CLOSED,
-                               "The connection to the NBD server is closed (%s); connect again "
-                               "to send more requests", self->close_error->message);
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED,
+                   "The connection to the NBD server is closed (%s); connect again to send "
+                   "more requests", self->close_error->message);
     else
-      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_CLOSED,
-                               "The connection to the NBD server was shut down; connect again "
-                               "to send more requests");
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED,
+                   "The connection to the NBD server was shut down; connect again to send "
+                   "more requests");
     break;
   }
   pthread_mutex_unlock (&self->lock);
@@ -1409,32 +1409,75 @@ gnbd_client_list_exports (GnbdClient *self, const char *uri, GCancellable *cance
 
 /* ---- Requests ----------------------------------------------------------- */
 
-/* Every request: a task in the caller's context, refused at once if
- * cancelled or not connected, else handed to the connection. */
+/* The sync request calls pass this as the callback of the _async call, and
+ * a GnbdResult ** as its data: the request then makes a result that wakes
+ * the calling thread (gnbd-result-private.h), put there for
+ * request_sync_wait.  Never called. */
+static void
+request_sync_done (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_assert_not_reached ();
+}
+
+static GAsyncResult *
+request_sync_wait (GnbdResult *result)
+{
+  if (!result)
+    return NULL;                /* the _async call refused its arguments */
+  gnbd_result_wait (result);
+  return (GAsyncResult *) result;
+}
+
+static void
+request_sync_end (GnbdResult *result)
+{
+  if (result)
+    gnbd_result_sync_done (result);
+}
+
+/* Every request: a result for the caller's context (or its waiting
+ * thread), refused at once if cancelled or not connected, else handed to
+ * the connection. */
 static void
 request_start (GnbdClient *self, GnbdRequestKind kind, guint64 offset, guint64 count,
                GnbdCommandFlags flags, GBytes *data, const char *context,
                GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data,
                gpointer tag)
 {
-  GTask *task = g_task_new (self, cancellable, callback, user_data);
+  GnbdResult *result;
   GnbdConn *conn;
+  GError *error = NULL;
 
-  g_task_set_source_tag (task, tag);
-  if (!g_task_return_error_if_cancelled (task) && (conn = connected_conn (self, task))) {
-    gnbd_conn_submit (conn, kind, task, offset, count, flags, data, context);
-    gnbd_conn_unref (conn);
+  if (callback == request_sync_done) {
+    result = gnbd_result_new_sync (self, cancellable, tag);
+    *(GnbdResult **) user_data = g_object_ref (result);
   }
-  g_object_unref (task);
+  else
+    result = gnbd_result_new (self, cancellable, callback, user_data, tag);
+  if (gnbd_result_return_error_if_cancelled (result))
+    return;
+  conn = connected_conn (self, &error);
+  if (!conn) {
+    gnbd_result_return_error (result, error);
+    return;
+  }
+  gnbd_conn_submit (conn, kind, result, offset, count, flags, data, context);
+  gnbd_conn_unref (conn);
+  g_object_unref (result);
 }
 
 static gboolean
 request_finish_boolean (GnbdClient *self, GAsyncResult *result, gpointer tag, GError **error)
 {
-  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
-  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == tag, FALSE);
-  GNBD_TAKEOVER (result);
-  return g_task_propagate_boolean (G_TASK (result), error);
+  g_return_val_if_fail (gnbd_result_is_valid (result, self, tag), FALSE);
+  return gnbd_result_propagate_boolean ((GnbdResult *) result, error);
+}
+
+static gpointer
+request_finish_pointer (GnbdClient *self, GAsyncResult *result, gpointer tag, GError **error)
+{
+  g_return_val_if_fail (gnbd_result_is_valid (result, self, tag), NULL);
+  return gnbd_result_propagate_pointer ((GnbdResult *) result, error);
 }
 
 /**
@@ -1474,11 +1517,7 @@ gnbd_client_pread_async (GnbdClient *self, guint64 offset, gsize count,
 GBytes *
 gnbd_client_pread_finish (GnbdClient *self, GAsyncResult *result, GError **error)
 {
-  g_return_val_if_fail (g_task_is_valid (result, self), NULL);
-  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == gnbd_client_pread_async,
-                        NULL);
-  GNBD_TAKEOVER (result);
-  return g_task_propagate_pointer (G_TASK (result), error);
+  return request_finish_pointer (self, result, gnbd_client_pread_async, error);
 }
 
 /**
@@ -1498,14 +1537,13 @@ GBytes *
 gnbd_client_pread (GnbdClient *self, guint64 offset, gsize count, GnbdCommandFlags flags,
                    GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   GBytes *r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), NULL);
-  sync_begin (&s);
-  gnbd_client_pread_async (self, offset, count, flags, cancellable, sync_done, &s);
-  r = gnbd_client_pread_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_pread_async (self, offset, count, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_pread_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1568,15 +1606,14 @@ gboolean
 gnbd_client_pwrite (GnbdClient *self, GBytes *data, guint64 offset, GnbdCommandFlags flags,
                     GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   gboolean r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), FALSE);
   g_return_val_if_fail (data != NULL, FALSE);
-  sync_begin (&s);
-  gnbd_client_pwrite_async (self, data, offset, flags, cancellable, sync_done, &s);
-  r = gnbd_client_pwrite_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_pwrite_async (self, data, offset, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_pwrite_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1632,14 +1669,13 @@ gboolean
 gnbd_client_flush (GnbdClient *self, GnbdCommandFlags flags, GCancellable *cancellable,
                    GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   gboolean r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), FALSE);
-  sync_begin (&s);
-  gnbd_client_flush_async (self, flags, cancellable, sync_done, &s);
-  r = gnbd_client_flush_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_flush_async (self, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_flush_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1700,14 +1736,13 @@ gboolean
 gnbd_client_trim (GnbdClient *self, guint64 offset, guint64 count, GnbdCommandFlags flags,
                   GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   gboolean r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), FALSE);
-  sync_begin (&s);
-  gnbd_client_trim_async (self, offset, count, flags, cancellable, sync_done, &s);
-  r = gnbd_client_trim_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_trim_async (self, offset, count, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_trim_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1770,14 +1805,13 @@ gboolean
 gnbd_client_zero (GnbdClient *self, guint64 offset, guint64 count, GnbdCommandFlags flags,
                   GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   gboolean r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), FALSE);
-  sync_begin (&s);
-  gnbd_client_zero_async (self, offset, count, flags, cancellable, sync_done, &s);
-  r = gnbd_client_zero_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_zero_async (self, offset, count, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_zero_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1837,14 +1871,13 @@ gboolean
 gnbd_client_cache (GnbdClient *self, guint64 offset, guint64 count, GnbdCommandFlags flags,
                    GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   gboolean r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), FALSE);
-  sync_begin (&s);
-  gnbd_client_cache_async (self, offset, count, flags, cancellable, sync_done, &s);
-  r = gnbd_client_cache_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_cache_async (self, offset, count, flags, cancellable, request_sync_done, &s);
+  r = gnbd_client_cache_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1892,11 +1925,7 @@ gnbd_client_block_status_async (GnbdClient *self, guint64 offset, guint64 count,
 GPtrArray *
 gnbd_client_block_status_finish (GnbdClient *self, GAsyncResult *result, GError **error)
 {
-  g_return_val_if_fail (g_task_is_valid (result, self), NULL);
-  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
-                        gnbd_client_block_status_async, NULL);
-  GNBD_TAKEOVER (result);
-  return g_task_propagate_pointer (G_TASK (result), error);
+  return request_finish_pointer (self, result, gnbd_client_block_status_async, error);
 }
 
 /**
@@ -1919,15 +1948,14 @@ gnbd_client_block_status (GnbdClient *self, guint64 offset, guint64 count,
                           const char *context, GnbdCommandFlags flags,
                           GCancellable *cancellable, GError **error)
 {
-  SyncCall s;
+  GnbdResult *s = NULL;
   GPtrArray *r;
 
   g_return_val_if_fail (GNBD_IS_CLIENT (self), NULL);
-  sync_begin (&s);
-  gnbd_client_block_status_async (self, offset, count, context, flags, cancellable, sync_done,
-                                  &s);
-  r = gnbd_client_block_status_finish (self, sync_wait (&s), error);
-  g_object_unref (s.result);
+  gnbd_client_block_status_async (self, offset, count, context, flags, cancellable,
+                                  request_sync_done, &s);
+  r = gnbd_client_block_status_finish (self, request_sync_wait (s), error);
+  request_sync_end (s);
   return r;
 }
 
@@ -1956,9 +1984,16 @@ gnbd_client_shutdown_async (GnbdClient *self, GCancellable *cancellable,
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, gnbd_client_shutdown_async);
-  if (!g_task_return_error_if_cancelled (task) && (conn = connected_conn (self, task))) {
-    gnbd_conn_shutdown (conn, task);
-    gnbd_conn_unref (conn);
+  if (!g_task_return_error_if_cancelled (task)) {
+    GError *error = NULL;
+
+    conn = connected_conn (self, &error);
+    if (conn) {
+      gnbd_conn_shutdown (conn, task);
+      gnbd_conn_unref (conn);
+    }
+    else
+      g_task_return_error (task, error);
   }
   g_object_unref (task);
 }
@@ -1977,7 +2012,11 @@ gnbd_client_shutdown_async (GnbdClient *self, GCancellable *cancellable,
 gboolean
 gnbd_client_shutdown_finish (GnbdClient *self, GAsyncResult *result, GError **error)
 {
-  return request_finish_boolean (self, result, gnbd_client_shutdown_async, error);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == gnbd_client_shutdown_async,
+                        FALSE);
+  GNBD_TAKEOVER (result);
+  return g_task_propagate_boolean (G_TASK (result), error);
 }
 
 /**

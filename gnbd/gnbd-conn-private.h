@@ -11,6 +11,7 @@
 
 #include <gio/gio.h>
 
+#include "gnbd-result-private.h"
 #include "gnbd-types.h"
 
 G_BEGIN_DECLS
@@ -101,11 +102,12 @@ typedef enum {
   GNBD_REQUEST_BLOCK_STATUS,
 } GnbdRequestKind;
 
-/* Issue one request; @task returns a GBytes (pread), a GPtrArray of
- * GnbdExtent (block_status) or a boolean.  @data: pwrite's payload
- * (referenced until the core is done with it); @context: block_status's. */
-void gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 offset,
-                       guint64 count, GnbdCommandFlags flags, GBytes *data,
+/* Issue one request; @result (reference taken) returns a GBytes (pread), a
+ * GPtrArray of GnbdExtent (block_status) or a boolean.  @data: pwrite's
+ * payload (referenced until the core is done with it); @context:
+ * block_status's. */
+void gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result,
+                       guint64 offset, guint64 count, GnbdCommandFlags flags, GBytes *data,
                        const char *context);
 
 /* NBD_CMD_DISC after what is pending; @task returns TRUE once closed. */

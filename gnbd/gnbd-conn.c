@@ -29,9 +29,11 @@
 
 #include <libnbd.h>
 
+#include "gnbd-buffers-private.h"
 #include "gnbd-conn-private.h"
 #include "gnbd-error-private.h"
 #include "gnbd-io-private.h"
+#include "gnbd-result-private.h"
 #include "gnbd-tsan-private.h"
 #include "gnbd-types-private.h"
 #include "gnbd-writer-private.h"
@@ -690,8 +692,8 @@ typedef struct {
   gint ref_count;               /* the core's closure, the failed queue, submit */
   GnbdConn *conn;
   GnbdRequestKind kind;
-  GTask *task;                  /* NULL once a cancellation returned it */
-  gint claimed;                 /* atomic: whoever sets it returns the task */
+  GnbdResult *result;           /* until returned (then NULL) */
+  gint claimed;                 /* atomic: whoever sets it returns the result */
   GCancellable *cancellable;
   gulong cancel_id;
   guint64 offset;
@@ -715,9 +717,10 @@ request_unref (Request *r)
 {
   if (!g_atomic_int_dec_and_test (&r->ref_count))
     return;
-  g_clear_object (&r->task);
+  g_clear_object (&r->result);
   g_clear_object (&r->cancellable);
-  g_free (r->buf);
+  if (r->buf)
+    gnbd_buffer_give (r->buf);
   g_clear_pointer (&r->data, g_bytes_unref);
   g_free (r->context);
   g_clear_pointer (&r->extents, g_ptr_array_unref);
@@ -760,7 +763,7 @@ request_describe (const Request *r)
   g_assert_not_reached ();
 }
 
-/* Return @r's task with an error: refused by @who ("server" or "client",
+/* Return @r's result with an error: refused by @who ("server" or "client",
  * with the core's @msg if any), or lost with the connection. */
 static void
 request_fail (Request *r, int err, const char *who, const char *msg, gboolean transport)
@@ -779,31 +782,32 @@ request_fail (Request *r, int err, const char *who, const char *msg, gboolean tr
                      "The %s refused the %s: %s%s%s%s (%s)", who, what,
                      msg ? msg : g_strerror (err), hint ? " (" : "", hint ? hint : "",
                      hint ? ")" : "", gnbd_errno_name (err));
-  GNBD_HANDOFF (r->task);
-  g_task_return_error (r->task, e);
+  gnbd_result_return_error (g_steal_pointer (&r->result), e);
 }
 
 static void
 request_succeed (Request *r)
 {
-  GNBD_HANDOFF (r->task);
+  GnbdResult *result = g_steal_pointer (&r->result);
+
   switch (r->kind) {
   case GNBD_REQUEST_PREAD:
     /* The buffer the reply was received into, handed over. */
-    g_task_return_pointer (r->task, g_bytes_new_take (g_steal_pointer (&r->buf), r->count),
-                           (GDestroyNotify) g_bytes_unref);
+    gnbd_result_return_pointer (result,
+                                gnbd_buffer_to_bytes (g_steal_pointer (&r->buf), r->count),
+                                (GDestroyNotify) g_bytes_unref);
     break;
   case GNBD_REQUEST_BLOCK_STATUS:
-    g_task_return_pointer (r->task, g_steal_pointer (&r->extents),
-                           (GDestroyNotify) g_ptr_array_unref);
+    gnbd_result_return_pointer (result, g_steal_pointer (&r->extents),
+                                (GDestroyNotify) g_ptr_array_unref);
     break;
   default:
-    g_task_return_boolean (r->task, TRUE);
+    gnbd_result_return_boolean (result, TRUE);
   }
 }
 
 /* The core's completion callback: on whichever thread drives the handle,
- * with its lock held.  Success returns the task now; a failure waits to be
+ * with its lock held.  Success returns the result now; a failure waits to be
  * classified (see the file comment). */
 static int
 request_completed (void *data, int *error)
@@ -827,7 +831,7 @@ request_completed (void *data, int *error)
 
 /* The core is done with the request (also when the call failed at once,
  * and for every request still pending at nbd_close).  Buffers lent to the
- * core stay owned by the request until here, even when its task returned
+ * core stay owned by the request until here, even when its result returned
  * early. */
 static void
 request_freed (void *data)
@@ -839,13 +843,14 @@ request_freed (void *data)
   r->cancel_id = 0;
   GNBD_TAKEOVER (r);            /* a cancel handler that ran is over */
   if (r->conn->closing_handle && request_claim (r))
-    g_task_return_new_error (r->task, G_IO_ERROR, G_IO_ERROR_CLOSED,
-                             "The client closed the connection before the server replied");
+    gnbd_result_return_new_error (g_steal_pointer (&r->result), G_IO_ERROR, G_IO_ERROR_CLOSED,
+                                  "The client closed the connection before the server "
+                                  "replied");
   request_unref (r);
 }
 
-/* In the cancelling thread: the task returns CANCELLED now; the request
- * stays with the core, whole, and its reply will be dropped.  The task
+/* In the cancelling thread: the result returns CANCELLED now; the request
+ * stays with the core, whole, and its reply will be dropped.  The result
  * (and with it the client) is let go at once. */
 static void
 request_cancelled (GCancellable *cancellable, gpointer data)
@@ -853,12 +858,9 @@ request_cancelled (GCancellable *cancellable, gpointer data)
   Request *r = data;
 
   GNBD_TAKEOVER (r);
-  if (request_claim (r)) {
-    GTask *task = g_steal_pointer (&r->task);
-
-    g_task_return_error_if_cancelled (task);
-    g_object_unref (task);
-  }
+  if (request_claim (r))
+    gnbd_result_return_new_error (g_steal_pointer (&r->result), G_IO_ERROR,
+                                  G_IO_ERROR_CANCELLED, "Operation was cancelled");
   GNBD_HANDOFF (r);
 }
 
@@ -881,11 +883,11 @@ extent_received (void *data, const char *metacontext, uint64_t offset, uint32_t 
 }
 
 void
-gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 offset,
+gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result, guint64 offset,
                   guint64 count, GnbdCommandFlags flags, GBytes *data, const char *context)
 {
   Request *r = g_new0 (Request, 1);
-  GCancellable *cancellable = g_task_get_cancellable (task);
+  GCancellable *cancellable = gnbd_result_get_cancellable (result);
   nbd_completion_callback cb = { .callback = request_completed, .free = request_freed };
   gboolean given = FALSE;
   int64_t cookie;
@@ -894,25 +896,26 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 off
   r->ref_count = 1;             /* this call's */
   r->conn = gnbd_conn_ref (conn);
   r->kind = kind;
-  r->task = g_object_ref (task);
+  r->result = g_object_ref (result);
   r->offset = offset;
   r->count = count;
 
   if (!conn_enter (conn)) {
     request_claim (r);
-    g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_CLOSED,
-                             "The connection to the NBD server is closed");
+    gnbd_result_return_new_error (g_steal_pointer (&r->result), G_IO_ERROR, G_IO_ERROR_CLOSED,
+                                  "The connection to the NBD server is closed");
     request_unref (r);
     return;
   }
   if (kind == GNBD_REQUEST_PREAD) {
-    /* Never zero-sized (g_try_malloc(0) is NULL): the core judges count 0. */
-    r->buf = g_try_malloc (MAX (count, 1));
+    /* Never zero-sized: the core judges count 0. */
+    r->buf = gnbd_buffer_take (count);
     if (!r->buf) {
       request_claim (r);
-      g_task_return_new_error (task, GNBD_ERROR, GNBD_ERROR_NO_MEMORY,
-                               "Cannot allocate %" G_GUINT64_FORMAT " bytes to read into",
-                               count);
+      gnbd_result_return_new_error (g_steal_pointer (&r->result), GNBD_ERROR,
+                                    GNBD_ERROR_NO_MEMORY,
+                                    "Cannot allocate %" G_GUINT64_FORMAT " bytes to read into",
+                                    count);
       goto out;
     }
   }
@@ -921,11 +924,12 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 off
     r->extents = g_ptr_array_new_with_free_func ((GDestroyNotify) gnbd_extent_free);
     if (nbd_can_meta_context (conn->nbd, context) != 1) {
       request_claim (r);
-      g_task_return_new_error (task, GNBD_ERROR, GNBD_ERROR_NOT_SUPPORTED,
-                               "The server did not agree to the metadata context \"%s\" when "
-                               "connecting: ask for it in the meta-contexts property (and keep "
-                               "request-structured-replies on), or use a server that has it",
-                               context);
+      gnbd_result_return_new_error (g_steal_pointer (&r->result), GNBD_ERROR,
+                                    GNBD_ERROR_NOT_SUPPORTED,
+                                    "The server did not agree to the metadata context \"%s\" "
+                                    "when connecting: ask for it in the meta-contexts property "
+                                    "(and keep request-structured-replies on), or use a server "
+                                    "that has it", context);
       goto out;
     }
   }
@@ -941,7 +945,9 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 off
   }
 
   /* The core takes the closure and runs .free exactly once, even when the
-   * call fails at once. */
+   * call fails at once.  The request's bytes go out from this thread at
+   * the batch's end (gnbd-writer-private.h). */
+  gnbd_writer_batch_begin ();
   given = TRUE;
   cb.user_data = request_ref (r);
   switch (kind) {
@@ -987,6 +993,7 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GTask *task, guint64 off
       request_fail (r, err, "client", nbd_get_error (), handle_ended (conn->nbd));
   }
   conn_after_call (conn);
+  gnbd_writer_batch_end ();
 out:
   conn_leave (conn);
   /* Never given to the core, so no .free will disconnect it (not from

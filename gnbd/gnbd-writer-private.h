@@ -23,15 +23,28 @@ typedef void (*GnbdWriterReleased) (gpointer data);
 GnbdWriterConn *gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released,
                                       gpointer data);
 
-/* Stop serving @w and free it: waits for a send in progress on it (never
- * more than one non-blocking sendmsg), drops what is queued and gives every
- * lent byte back.  The writer never touches the handle afterwards, so the
- * caller may nbd_close it.  The task ends once no connection is left. */
+/* Stop serving @w and drop it: waits for a send in progress on it (never
+ * more than a few non-blocking sendmsg calls), drops what is queued and
+ * gives every lent byte back.  Nothing touches the handle afterwards, so
+ * the caller may nbd_close it.  The task ends once no connection is left. */
 void gnbd_writer_conn_free (GnbdWriterConn *w);
+
+/* Around code that issues requests (nesting allowed): the bytes they queue
+ * on connections with the writer are sent by this thread at the outermost
+ * end, at once, rather than by the task after a wake-up; the task takes
+ * over only what the socket would not take.  Never blocks. */
+void gnbd_writer_batch_begin (void);
+void gnbd_writer_batch_end (void);
 
 /* For tests: wait until no writer task is running or starting, at most
  * @timeout_us; TRUE if it got there. */
 gboolean gnbd_writer_wait_stopped (gint64 timeout_us);
+
+/* For tests: sendmsg calls made for connections with the writer, by the
+ * task or by batches, since the process started. */
+guint64 gnbd_writer_count_sends (void);
+/* For tests: how many times a thread woke the task from its poll. */
+guint64 gnbd_writer_count_wakes (void);
 
 /* For tests: give lent bytes back @delay_ms after sending them (0, the
  * default: at once), so that the server's replies overtake the releases. */

@@ -10,6 +10,15 @@
  * after the end-of-stream mark.  When nothing is queued it sleeps in poll(2)
  * on a wake-up eventfd plus the sockets that were full.
  *
+ * Batches: a thread that issues requests inside gnbd_writer_batch_begin/end
+ * (every gnbd_conn_submit, every dispatch of results: the callbacks that
+ * issue the next requests) does not wake the task for them; at the end of
+ * the batch it sends what its requests queued itself, one non-blocking
+ * sendmsg for the lot, and hands over to the task only what the socket
+ * would not take.  The task stays asleep while the sockets keep up: no
+ * thread hop per request, and a sync call goes caller -> server -> I/O
+ * thread -> caller.  One sender at a time per connection (w->sender).
+ *
  * Why one task for all: the GTask pool has 10 threads on GLib 2.74, shared
  * with DNS lookups; a task parked per connection would starve the process
  * with ten clients.  The task ends when no connection is registered (its
@@ -54,6 +63,7 @@ typedef struct {
 } Entry;
 
 struct _GnbdWriterConn {
+  gint ref_count;               /* registration, batches that deferred it */
   struct nbd_handle *nbd;
   GnbdWriterReleased released;
   gpointer released_data;
@@ -70,6 +80,9 @@ struct _GnbdWriterConn {
   gboolean shut;
   gboolean failed;              /* drop and give back everything */
   gboolean blocked;             /* the socket was full: wait for POLLOUT */
+  gboolean stopped;             /* gnbd_writer_conn_free: nobody sends more */
+  gboolean sender;              /* a thread sends from the queue */
+  pthread_cond_t idle;          /* sender went FALSE */
 
   /* Under writer.lock: the thread works on it outside that lock. */
   gboolean sending;
@@ -77,6 +90,17 @@ struct _GnbdWriterConn {
 
 /* gnbd_writer_delay_releases: 0 except in a test (atomic). */
 static gint release_delay_ms;
+
+/* The connections this thread's batch queued bytes for: it sends them at
+ * the batch's end.  A fixed array: a batch over more connections than it
+ * holds wakes the task for the others. */
+#define BATCH_MAX 16
+static __thread guint batch_depth;
+static __thread guint batch_len;
+static __thread GnbdWriterConn *batch_conns[BATCH_MAX];
+
+static gsize count_sends;       /* atomic: sendmsg calls, any thread */
+static gsize count_wakes;       /* atomic: the task woken from its poll */
 
 /* How one run of the task went: its GTask result. */
 typedef struct {
@@ -205,9 +229,42 @@ writer_wake (void)
   if (g_atomic_int_compare_and_exchange (&writer.sleeping, 1, 0)) {
     eventfd_t one = 1;
 
+    g_atomic_pointer_add (&count_wakes, 1);
     while (eventfd_write (writer.wake_fd, one) == -1 && errno == EINTR)
       ;
   }
+}
+
+static GnbdWriterConn *
+writer_conn_ref (GnbdWriterConn *w)
+{
+  g_atomic_int_inc (&w->ref_count);
+  return w;
+}
+
+static void
+writer_conn_unref (GnbdWriterConn *w)
+{
+  if (!g_atomic_int_dec_and_test (&w->ref_count))
+    return;
+  g_free (w->ring);
+  g_free (w->spare);
+  pthread_cond_destroy (&w->idle);
+  pthread_mutex_destroy (&w->lock);
+  g_free (w);
+}
+
+/* In a batch: @w's bytes wait for its end.  FALSE if the batch is full. */
+static gboolean
+batch_defer (GnbdWriterConn *w)
+{
+  for (guint i = 0; i < batch_len; i++)
+    if (batch_conns[i] == w)
+      return TRUE;
+  if (batch_len == BATCH_MAX)
+    return FALSE;
+  batch_conns[batch_len++] = writer_conn_ref (w);
+  return TRUE;
 }
 
 /* The core's zero-copy writer callback: runs with the handle lock held, on
@@ -229,12 +286,12 @@ writer_callback (void *data, const void *buf, size_t len, unsigned flags)
     push_lent (w, buf, len);
   else
     push_copy (w, buf, len);
-  /* A full socket is polled for POLLOUT already. */
-  wake = !w->failed && !w->blocked;
+  /* A full socket is polled for POLLOUT already; a sender sees it. */
+  wake = !w->failed && !w->blocked && !w->stopped;
   pthread_mutex_unlock (&w->lock);
   if (give_back)
     nbd_concurrent_writer_release (w->nbd, give_back);
-  if (wake)
+  if (wake && !(batch_depth > 0 && batch_defer (w)))
     writer_wake ();
 }
 
@@ -257,8 +314,8 @@ conn_fail (GnbdWriterConn *w, int err)
 }
 
 /* Send what @w has queued until it is empty, the socket is full, or
- * MAX_ROUNDS sendmsg calls (the others wait their turn).  w->sending is
- * set: the handle stays open meanwhile. */
+ * MAX_ROUNDS sendmsg calls (the others wait their turn).  The caller is
+ * w's sender: the handle stays open meanwhile. */
 static void
 send_queued (GnbdWriterConn *w, WriterReport *report)
 {
@@ -295,7 +352,9 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     if (msg.msg_iovlen == 0)
       return;
     r = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    report->sends++;
+    g_atomic_pointer_add (&count_sends, 1);
+    if (report)
+      report->sends++;
     if (r == -1) {
       if (errno == EINTR)
         continue;
@@ -308,7 +367,8 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
       conn_fail (w, errno);
       return;
     }
-    report->bytes += (guint64) r;
+    if (report)
+      report->bytes += (guint64) r;
     pthread_mutex_lock (&w->lock);
     lent = consume (w, (gsize) r);
     pthread_mutex_unlock (&w->lock);
@@ -325,15 +385,79 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
   }
 }
 
+/* w->lock held. */
+static gboolean
+work_left (GnbdWriterConn *w)
+{
+  return !w->failed && !w->blocked && !w->stopped && (w->count > 0 || (w->eos && !w->shut));
+}
+
+/* Work for the task: some, and no other thread sending it. */
 static gboolean
 has_work (GnbdWriterConn *w)
 {
   gboolean r;
 
   pthread_mutex_lock (&w->lock);
-  r = !w->failed && !w->blocked && (w->count > 0 || (w->eos && !w->shut));
+  r = !w->sender && work_left (w);
   pthread_mutex_unlock (&w->lock);
   return r;
+}
+
+/* Become @w's one sender, or FALSE if another thread is (it will see the
+ * new bytes) or @w stopped. */
+static gboolean
+sender_claim (GnbdWriterConn *w)
+{
+  gboolean ok;
+
+  pthread_mutex_lock (&w->lock);
+  ok = !w->sender && !w->stopped;
+  if (ok)
+    w->sender = TRUE;
+  pthread_mutex_unlock (&w->lock);
+  return ok;
+}
+
+/* Stop being the sender; TRUE if the task must now look at @w: bytes are
+ * left, or the socket was full and must be polled. */
+static gboolean
+sender_release (GnbdWriterConn *w)
+{
+  gboolean wake;
+
+  pthread_mutex_lock (&w->lock);
+  w->sender = FALSE;
+  pthread_cond_broadcast (&w->idle);
+  wake = work_left (w) || (w->blocked && !w->failed && !w->stopped);
+  pthread_mutex_unlock (&w->lock);
+  return wake;
+}
+
+void
+gnbd_writer_batch_begin (void)
+{
+  batch_depth++;
+}
+
+void
+gnbd_writer_batch_end (void)
+{
+  g_return_if_fail (batch_depth > 0);
+  if (--batch_depth > 0)
+    return;
+  /* What the batch queued, sent from this thread. */
+  for (guint i = 0; i < batch_len; i++) {
+    GnbdWriterConn *w = batch_conns[i];
+
+    if (sender_claim (w)) {
+      send_queued (w, NULL);
+      if (sender_release (w))
+        writer_wake ();
+    }
+    writer_conn_unref (w);
+  }
+  batch_len = 0;
 }
 
 /* ---- The task ------------------------------------------------------------- */
@@ -369,8 +493,14 @@ writer_thread (GTask *task, gpointer source_object, gpointer task_data,
     if (work->len) {
       g_atomic_int_set (&writer.sleeping, 0);
       pthread_mutex_unlock (&writer.lock);
-      for (guint i = 0; i < work->len; i++)
-        send_queued (work->pdata[i], report);
+      for (guint i = 0; i < work->len; i++) {
+        GnbdWriterConn *w = work->pdata[i];
+
+        if (sender_claim (w)) {
+          send_queued (w, report);
+          sender_release (w);   /* the loop looks at it again */
+        }
+      }
       pthread_mutex_lock (&writer.lock);
       for (guint i = 0; i < work->len; i++)
         ((GnbdWriterConn *) work->pdata[i])->sending = FALSE;
@@ -497,13 +627,14 @@ gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released, gpoin
   GnbdWriterConn *w = g_new0 (GnbdWriterConn, 1);
   gboolean start = FALSE;
 
+  w->ref_count = 1;
   pthread_mutex_init (&w->lock, NULL);
+  pthread_cond_init (&w->idle, NULL);
   w->nbd = nbd;
   w->released = released;
   w->released_data = data;
   if (nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
-    pthread_mutex_destroy (&w->lock);
-    g_free (w);
+    writer_conn_unref (w);
     return NULL;
   }
   pthread_mutex_lock (&writer.lock);
@@ -541,15 +672,18 @@ gnbd_writer_conn_free (GnbdWriterConn *w)
    * and end. */
   writer_wake ();
 
+  /* A batch's sender (another thread) finishes its sendmsg first; none
+   * starts after: the handle may close once this returns. */
   pthread_mutex_lock (&w->lock);
+  w->stopped = TRUE;
+  while (w->sender)
+    pthread_cond_wait (&w->idle, &w->lock);
   lent = drop_all (w);
   pthread_mutex_unlock (&w->lock);
   if (lent)
     nbd_concurrent_writer_release (w->nbd, lent);
-  g_free (w->ring);
-  g_free (w->spare);
-  pthread_mutex_destroy (&w->lock);
-  g_free (w);
+  /* Batches that deferred it still hold it, stopped. */
+  writer_conn_unref (w);
 }
 
 gboolean
@@ -572,4 +706,16 @@ void
 gnbd_writer_delay_releases (guint delay_ms)
 {
   g_atomic_int_set (&release_delay_ms, (gint) delay_ms);
+}
+
+guint64
+gnbd_writer_count_sends (void)
+{
+  return (guint64) g_atomic_pointer_get (&count_sends);
+}
+
+guint64
+gnbd_writer_count_wakes (void)
+{
+  return (guint64) g_atomic_pointer_get (&count_wakes);
 }

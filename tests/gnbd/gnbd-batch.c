@@ -1,0 +1,253 @@
+/* gnbd-batch: what makes a request cheap, checked by counting (linked with
+ * gnbd's objects, for their counters).
+ *
+ * The server is nbdkit with one thread (-t 1): it answers in order, so once
+ * a sync read that was sent last has its answer, the reader has returned
+ * every read sent before it, into a context this test has not iterated yet.
+ * Then:
+ *  - one wake-up of that context for all of them, and one iteration runs
+ *    every callback (results are batched, not one idle source each);
+ *  - the reads the callbacks issue leave in one sendmsg, from this thread:
+ *    the writer task is not woken for them;
+ *  - the second round makes no new result object and no new buffer (both
+ *    are reused), nor does a run of sync reads;
+ *  - a callback that iterates the context itself still gets the rest of
+ *    the batch (no hang);
+ *  - a GBytes a caller keeps is never reused under it.
+ */
+#include "gnbd-test.h"
+
+#include "gnbd-buffers-private.h"
+#include "gnbd-result-private.h"
+#include "gnbd-writer-private.h"
+
+enum { N = 64, LEN = 4096 };
+
+typedef struct {
+  GnbdClient *client;
+  GMainContext *context;
+  gint done;                    /* callbacks run */
+  gint reissue;                 /* each callback issues one more read */
+  gint target;                  /* reached is set when done gets there */
+  gint reached;
+} Round;
+
+/* nbdkit pattern: every 8 bytes hold their own offset, big-endian. */
+static void
+check_pattern (GBytes *b, guint64 offset)
+{
+  gsize n;
+  const guint8 *p = g_bytes_get_data (b, &n);
+
+  g_assert_cmpuint (n, ==, LEN);
+  for (gsize i = 0; i < n; i += 8)
+    g_assert_cmpuint (GUINT64_FROM_BE (*(const guint64 *) (p + i)), ==, offset + i);
+}
+
+static void
+on_read (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Round *r = data;
+  GError *error = NULL;
+  GBytes *b = gnbd_client_pread_finish (GNBD_CLIENT (source), result, &error);
+  int i = g_atomic_int_get (&r->done);
+
+  /* In order: the server has one thread; reissued reads repeat 0..N-1. */
+  g_assert_no_error (error);
+  check_pattern (b, (guint64) (i % N) * LEN);
+  g_bytes_unref (b);
+  if (g_atomic_int_add (&r->done, 1) + 1 == r->target)
+    g_atomic_int_set (&r->reached, 1);
+  if (r->reissue)
+    gnbd_client_pread_async (r->client, (guint64) (i % N) * LEN, LEN, GNBD_COMMAND_FLAG_NONE,
+                             NULL, on_read, r);
+}
+
+/* Issue N reads into @r's context (not iterated), then a sync read as the
+ * barrier: they have all been returned when it is. */
+static void
+issue_and_settle (Round *r)
+{
+  GError *error = NULL;
+  GBytes *b;
+
+  for (int i = 0; i < N; i++)
+    gnbd_client_pread_async (r->client, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
+                             on_read, r);
+  b = gnbd_client_pread (r->client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, &error);
+  g_assert_no_error (error);
+  check_pattern (b, 0);
+  g_bytes_unref (b);
+  g_assert_cmpint (g_atomic_int_get (&r->done), ==, 0);
+}
+
+static void
+test_batches (void)
+{
+  struct test_server s;
+  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
+  Round r = { 0 };
+  guint64 wakeups, sends, wakes, made, buffers;
+
+  gt_start_nbdkit (&s, args);
+  r.context = g_main_context_new ();
+  g_main_context_push_thread_default (r.context);
+  r.client = gt_client_unix (&s, TRUE);
+
+  /* Round 1: the batch is woken once and dispatched in one iteration. */
+  wakeups = gnbd_result_count_wakeups ();
+  issue_and_settle (&r);
+  g_assert_cmpuint (gnbd_result_count_wakeups () - wakeups, ==, 1);
+  g_assert_true (g_main_context_iteration (r.context, FALSE));
+  g_assert_cmpint (r.done, ==, N);
+
+  /* Rounds 2 and 3: the reads the callbacks issue in one dispatch go out
+   * together.  Round 3 makes nothing new: round 2 left the pools full. */
+  for (int round = 2; round <= 3; round++) {
+    made = gnbd_result_count_made ();
+    buffers = gnbd_buffer_count_allocated ();
+    r.done = 0;
+    r.reached = 0;
+    r.target = 2 * N;
+    r.reissue = 0;
+    issue_and_settle (&r);
+    r.reissue = 1;
+    sends = gnbd_writer_count_sends ();
+    wakes = gnbd_writer_count_wakes ();
+    g_assert_true (g_main_context_iteration (r.context, FALSE));
+    g_assert_cmpint (r.done, ==, N);
+    g_assert_cmpuint (gnbd_writer_count_sends () - sends, ==, 1);
+    g_assert_cmpuint (gnbd_writer_count_wakes () - wakes, ==, 0);
+    r.reissue = 0;
+    gt_iterate_until (&r.reached);
+    g_test_message ("round %d: results made: %" G_GUINT64_FORMAT ", buffers allocated: %"
+                    G_GUINT64_FORMAT, round, gnbd_result_count_made () - made,
+                    gnbd_buffer_count_allocated () - buffers);
+  }
+  g_assert_cmpuint (gnbd_result_count_made () - made, ==, 0);
+  g_assert_cmpuint (gnbd_buffer_count_allocated () - buffers, ==, 0);
+
+  /* Sync reads reuse their result and buffers too. */
+  made = gnbd_result_count_made ();
+  buffers = gnbd_buffer_count_allocated ();
+  for (int i = 0; i < N; i++) {
+    GError *error = NULL;
+    GBytes *b = gnbd_client_pread (r.client, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE,
+                                   NULL, &error);
+
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) i * LEN);
+    g_bytes_unref (b);
+  }
+  g_assert_cmpuint (gnbd_result_count_made () - made, ==, 0);
+  g_assert_cmpuint (gnbd_buffer_count_allocated () - buffers, ==, 0);
+
+  g_object_unref (r.client);
+  g_main_context_pop_thread_default (r.context);
+  g_main_context_unref (r.context);
+  server_stop (&s);
+}
+
+/* ---- A callback that iterates the context ------------------------------------ */
+
+typedef struct {
+  GnbdClient *client;
+  gint first_done;
+  gint second_done;
+} Nested;
+
+static void
+on_second (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Nested *n = data;
+  g_autoptr (GBytes) b = gnbd_client_pread_finish (GNBD_CLIENT (source), result, NULL);
+
+  g_assert_nonnull (b);
+  g_atomic_int_set (&n->second_done, 1);
+}
+
+static void
+on_first (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Nested *n = data;
+  g_autoptr (GBytes) b = gnbd_client_pread_finish (GNBD_CLIENT (source), result, NULL);
+
+  g_assert_nonnull (b);
+  /* The second result waits in the same batch, behind this callback. */
+  gt_iterate_until (&n->second_done);
+  g_atomic_int_set (&n->first_done, 1);
+}
+
+static void
+test_nested_iteration (void)
+{
+  struct test_server s;
+  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
+  GMainContext *ctx = g_main_context_new ();
+  Nested n = { 0 };
+  GError *error = NULL;
+  GBytes *b;
+
+  gt_start_nbdkit (&s, args);
+  g_main_context_push_thread_default (ctx);
+  n.client = gt_client_unix (&s, TRUE);
+  gnbd_client_pread_async (n.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, on_first, &n);
+  gnbd_client_pread_async (n.client, LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL, on_second, &n);
+  b = gnbd_client_pread (n.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, &error);
+  g_assert_no_error (error);
+  g_bytes_unref (b);
+  gt_iterate_until (&n.first_done);
+  g_assert_true (n.second_done);
+  g_object_unref (n.client);
+  g_main_context_pop_thread_default (ctx);
+  g_main_context_unref (ctx);
+  server_stop (&s);
+}
+
+/* ---- Kept buffers ------------------------------------------------------------- */
+
+static void
+test_kept_bytes (void)
+{
+  struct test_server s;
+  const char *args[] = { "pattern", "1G", NULL };
+  GBytes *kept[N];
+  GnbdClient *c;
+
+  gt_start_nbdkit (&s, args);
+  c = gt_client_unix (&s, TRUE);
+  for (int i = 0; i < N; i++) {
+    GError *error = NULL;
+
+    kept[i] = gnbd_client_pread (c, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
+                                 &error);
+    g_assert_no_error (error);
+    if (i % 2)
+      g_clear_pointer (&kept[i], g_bytes_unref);
+  }
+  /* Many reads elsewhere, reusing the buffers given back. */
+  for (int i = 0; i < 4 * N; i++) {
+    GError *error = NULL;
+    g_autoptr (GBytes) b = gnbd_client_pread (c, (guint64) (N + i) * LEN, LEN,
+                                              GNBD_COMMAND_FLAG_NONE, NULL, &error);
+
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) (N + i) * LEN);
+  }
+  for (int i = 0; i < N; i += 2) {
+    check_pattern (kept[i], (guint64) i * LEN);
+    g_bytes_unref (kept[i]);
+  }
+  g_object_unref (c);
+  server_stop (&s);
+}
+
+int
+main (int argc, char **argv)
+{
+  gt_init (&argc, &argv, 300);
+  g_test_add_func ("/batch/one-wakeup-one-send-no-allocation", test_batches);
+  g_test_add_func ("/batch/nested-iteration", test_nested_iteration);
+  g_test_add_func ("/batch/kept-bytes", test_kept_bytes);
+  return g_test_run ();
+}
