@@ -6,6 +6,8 @@
  * 16-byte aligned, as malloc's).  Each class keeps at most 256 buffers and
  * 8 MiB; what does not fit, and anything bigger than 4 MiB, is freed.
  */
+#include <pthread.h>
+
 #include "gnbd-buffers-private.h"
 
 #define MIN_SHIFT 12
@@ -17,12 +19,14 @@
 #define UNPOOLED G_MAXUINT
 
 typedef struct {
-  GMutex lock;
+  pthread_mutex_t lock;
   guint n;
   gpointer bufs[CLASS_MAX_COUNT];
 } Class;
 
-static Class classes[N_CLASSES];
+static Class classes[N_CLASSES] = {
+  [0 ... N_CLASSES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
+};
 static gsize count_allocated;   /* atomic */
 
 static guint
@@ -53,10 +57,10 @@ gnbd_buffer_take (gsize size)
   if (cls != UNPOOLED) {
     Class *c = &classes[cls];
 
-    g_mutex_lock (&c->lock);
+    pthread_mutex_lock (&c->lock);
     if (c->n)
       base = c->bufs[--c->n];
-    g_mutex_unlock (&c->lock);
+    pthread_mutex_unlock (&c->lock);
     if (base)
       return base + HEADER;
     alloc = (gsize) 1 << (cls + MIN_SHIFT);
@@ -83,12 +87,12 @@ gnbd_buffer_give (gpointer buf)
     Class *c = &classes[cls];
     gboolean kept = FALSE;
 
-    g_mutex_lock (&c->lock);
+    pthread_mutex_lock (&c->lock);
     if (c->n < class_capacity (cls)) {
       c->bufs[c->n++] = base;
       kept = TRUE;
     }
-    g_mutex_unlock (&c->lock);
+    pthread_mutex_unlock (&c->lock);
     if (kept)
       return;
   }

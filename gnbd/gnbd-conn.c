@@ -6,9 +6,10 @@
  * every failure to a GError that says what the server did.
  *
  * Threads: requests are issued (nbd_aio_*) on the caller's thread, inside
- * conn_enter/conn_leave; everything else that calls the core (reading
- * replies, noticing the end, nbd_close) runs on the I/O thread, which is
- * also where the handle is closed, once no caller is inside it.  Completion
+ * conn_enter/conn_leave; a sync call's thread also reads replies while it
+ * waits for its own (conn_drive); everything else that calls the core
+ * (reading replies, noticing the end, nbd_close) runs on the I/O thread,
+ * which is also where the handle is closed, once no caller is inside it.  Completion
  * callbacks only complete GTasks, which deliver to their own contexts.  The
  * lock order is the handle's lock, then conn->lock: no core call is ever
  * made with conn->lock held.
@@ -22,9 +23,11 @@
  * (which waits for any call in progress to finish).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include <libnbd.h>
@@ -75,6 +78,8 @@ struct _GnbdConn {
   gint n_failed;                /* atomic: its length, read without the lock */
   GPtrArray *shutdown_waits;    /* ShutdownWait */
   int users;                    /* callers inside a core call (conn_enter) */
+  gint sync_driver;             /* atomic: a sync caller reads the socket */
+  gint reader_passive;          /* atomic: the I/O thread's last poll did not */
   gboolean torn_down;           /* nothing new starts */
   gboolean close_pending;       /* the handle closes when users reaches 0 */
   gboolean self_owned;          /* list mode: the connection holds itself */
@@ -393,12 +398,23 @@ connect_cancelled (GCancellable *cancellable, gpointer data)
 
 static gboolean io_dispatch (gpointer data, GIOCondition revents);
 
+/* While a sync caller reads the replies itself, the I/O thread does not. */
+static gboolean
+conn_passive (gpointer data)
+{
+  GnbdConn *conn = data;
+  gboolean passive = g_atomic_int_get (&conn->sync_driver) != 0;
+
+  g_atomic_int_set (&conn->reader_passive, passive);
+  return passive;
+}
+
 /* The socket exists and the handshake runs: from now on the I/O thread
  * reads (and, without a writer, writes). */
 static void
 attach_source (GnbdConn *conn)
 {
-  GSource *source = gnbd_io_source_new (conn->nbd, io_dispatch, conn);
+  GSource *source = gnbd_io_source_new (conn->nbd, io_dispatch, conn_passive, conn);
 
   pthread_mutex_lock (&conn->lock);
   if (conn->torn_down) {
@@ -882,6 +898,68 @@ extent_received (void *data, const char *metacontext, uint64_t offset, uint32_t 
   return 0;
 }
 
+/* ---- Sync calls ----------------------------------------------------------------- */
+
+/* A sync call's thread reads the replies itself until its own is in, with
+ * the I/O thread standing back (conn_passive): the reply wakes only the
+ * caller, as in a plain blocking libnbd call, not the I/O thread which would
+ * then wake the caller.  One such reader per connection; the others wait
+ * for it (or for the I/O thread) to return their results.  The handle is
+ * entered only around each call into it: a close from another thread
+ * fails the request and wakes the caller through its eventfd, as when the
+ * I/O thread reads.  Once the thread's result is in, the I/O thread reads
+ * again if replies are still awaited. */
+static void
+conn_drive (GnbdConn *conn, GnbdResult *result)
+{
+  int wake_fd = gnbd_result_wake_fd ();
+
+  if (!g_atomic_int_compare_and_exchange (&conn->sync_driver, 0, 1))
+    return;                     /* another sync caller reads */
+  while (!gnbd_result_is_done (result)) {
+    struct pollfd p[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = -1 } };
+    nfds_t n = 1;
+
+    if (conn_enter (conn)) {
+      if (!handle_ended (conn->nbd) &&
+          (nbd_aio_get_direction (conn->nbd) & LIBNBD_AIO_DIRECTION_READ)) {
+        p[1] = (struct pollfd) { .fd = nbd_aio_get_fd (conn->nbd), .events = POLLIN };
+        n = 2;
+      }
+      conn_leave (conn);
+    }
+    /* Nothing to read (the end came): the I/O thread fails the request. */
+    if (n == 1)
+      break;
+    if (poll (p, n, -1) == -1 && errno != EINTR)
+      break;
+    if (p[0].revents) {
+      eventfd_t v;
+
+      (void) eventfd_read (wake_fd, &v);
+    }
+    if (p[1].revents && conn_enter (conn)) {
+      gnbd_result_batch_begin ();
+      if (!handle_ended (conn->nbd) && nbd_aio_notify_read (conn->nbd) == -1 &&
+          (handle_ended (conn->nbd) || nbd_aio_is_created (conn->nbd)))
+        note_end (conn, nbd_get_errno (), nbd_get_error ());
+      conn_after_call (conn);
+      conn_leave (conn);
+      gnbd_result_batch_end ();
+    }
+  }
+  g_atomic_int_set (&conn->sync_driver, 0);
+  /* Replies still awaited (other callers', a cancelled request's): the
+   * I/O thread must poll for them again. */
+  if (conn_enter (conn)) {
+    gboolean more = nbd_aio_in_flight (conn->nbd) > 0;
+
+    conn_leave (conn);
+    if (more)
+      conn_poke (conn);
+  }
+}
+
 void
 gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result, guint64 offset,
                   guint64 count, GnbdCommandFlags flags, GBytes *data, const char *context)
@@ -994,6 +1072,11 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result, guin
   }
   conn_after_call (conn);
   gnbd_writer_batch_end ();
+  /* An async request's reply is read by the I/O thread: if a sync caller
+   * had it stand back, it must poll for replies again. */
+  if (cookie != -1 && !gnbd_result_is_sync (result) &&
+      g_atomic_int_get (&conn->reader_passive))
+    conn_poke (conn);
 out:
   conn_leave (conn);
   /* Never given to the core, so no .free will disconnect it (not from
@@ -1002,6 +1085,8 @@ out:
     g_cancellable_disconnect (r->cancellable, r->cancel_id);
   GNBD_TAKEOVER (r);
   request_unref (r);
+  if (given && gnbd_result_is_sync (result) && conn->settings.concurrent_writer)
+    conn_drive (conn, result);
 }
 
 /* I/O thread: return the failed requests with the right domain.  Only
@@ -1312,7 +1397,7 @@ io_dispatch (gpointer data, GIOCondition revents)
   int r = 0;
 
   if (!handle_ended (nbd)) {
-    if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR | G_IO_NVAL))
+    if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR | G_IO_NVAL | GNBD_IO_RDHUP))
       r = nbd_aio_notify_read (nbd);
     else if (revents & G_IO_OUT)
       r = nbd_aio_notify_write (nbd);

@@ -29,7 +29,16 @@ void gnbd_io_wakeup (void);
  * with revents 0, after gnbd_io_source_poke. */
 typedef gboolean (*GnbdIoFunc) (gpointer data, GIOCondition revents);
 
-GSource *gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, gpointer data);
+/* Asked in each prepare: TRUE while another thread reads @nbd; the source
+ * then polls only for the end of the connection (HUP, ERR, GNBD_IO_RDHUP),
+ * and must be poked when that stops while replies are awaited. */
+typedef gboolean (*GnbdIoPassive) (gpointer data);
+
+/* POLLRDHUP, which GIOCondition lacks; GLib passes it to poll(2). */
+#define GNBD_IO_RDHUP ((GIOCondition) 0x2000)
+
+GSource *gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, GnbdIoPassive passive,
+                             gpointer data);
 /* From any thread: have @source's func run soon. */
 void gnbd_io_source_poke (GSource *source);
 

@@ -8,11 +8,15 @@
  * Code here never runs user callbacks (tasks return to their own contexts)
  * and never uses the global default context.
  */
+#include <poll.h>
+
 #include <libnbd.h>
 
 #include "gnbd-io-private.h"
 #include "gnbd-result-private.h"
 #include "gnbd-tsan-private.h"
+
+G_STATIC_ASSERT (GNBD_IO_RDHUP == POLLRDHUP);
 
 static GMainContext *io_context;
 static GThread *io_thread;
@@ -105,6 +109,7 @@ typedef struct {
   GIOCondition events;          /* what the tag polls */
   gint poked;                   /* atomic */
   GnbdIoFunc func;
+  GnbdIoPassive passive;
   gpointer data;
 } IoSource;
 
@@ -125,7 +130,11 @@ io_source_prepare (GSource *source, gint *timeout)
   dir = nbd_aio_get_direction (s->nbd);                 /* lock-free */
   fd = dir ? nbd_aio_get_fd (s->nbd) : -1;              /* lock-free */
   *timeout = -1;
-  if (dir & LIBNBD_AIO_DIRECTION_READ)
+  if ((dir & LIBNBD_AIO_DIRECTION_READ) && s->passive && s->passive (s->data))
+    /* Another thread reads: only the end of the connection wakes us (a
+     * TCP peer's FIN is POLLRDHUP, not POLLHUP, while we still send). */
+    events |= G_IO_HUP | G_IO_ERR | GNBD_IO_RDHUP;
+  else if (dir & LIBNBD_AIO_DIRECTION_READ)
     events |= G_IO_IN | G_IO_HUP | G_IO_ERR;
   if (dir & LIBNBD_AIO_DIRECTION_WRITE)
     events |= G_IO_OUT;
@@ -177,7 +186,8 @@ static GSourceFuncs io_source_funcs = {
 };
 
 GSource *
-gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, gpointer data)
+gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, GnbdIoPassive passive,
+                    gpointer data)
 {
   GSource *source = g_source_new (&io_source_funcs, sizeof (IoSource));
   IoSource *s = (IoSource *) source;
@@ -185,6 +195,7 @@ gnbd_io_source_new (struct nbd_handle *nbd, GnbdIoFunc func, gpointer data)
   s->nbd = nbd;
   s->fd = -1;
   s->func = func;
+  s->passive = passive;
   s->data = data;
   g_source_set_static_name (source, "[gnbd] reader");
   /* GLib blocks a source that may not recurse while it dispatches: it takes

@@ -14,6 +14,8 @@
  *    empty, and one dispatch runs every queued callback, in return order.
  *  - A sync call has no context at all: its return wakes the waiting thread
  *    directly (gnbd_result_wait), and that thread keeps one result to reuse.
+ *    Or the waiting thread reads the reply itself (gnbd-conn.c, "Sync
+ *    calls"), and nothing needs waking.
  *
  * The callback never runs inside the _async call, always in a later
  * iteration of the thread-default context of the thread that made the
@@ -34,9 +36,15 @@ GnbdResult *gnbd_result_new (gpointer source_object, GCancellable *cancellable,
                              GAsyncReadyCallback callback, gpointer user_data, gpointer tag);
 
 /* A result for a sync call on this thread: no callback; the thread waits
- * with gnbd_result_wait, then finishes it and calls gnbd_result_sync_done. */
+ * with gnbd_result_wait, then finishes it and calls gnbd_result_sync_done.
+ * A return from another thread writes to the thread's eventfd
+ * (gnbd_result_wake_fd), which a thread may poll along with other fds,
+ * checking gnbd_result_is_done after each wake-up. */
 GnbdResult *gnbd_result_new_sync (gpointer source_object, GCancellable *cancellable,
                                   gpointer tag);
+int gnbd_result_wake_fd (void);
+gboolean gnbd_result_is_sync (GnbdResult *self);
+gboolean gnbd_result_is_done (GnbdResult *self);
 void gnbd_result_wait (GnbdResult *self);
 void gnbd_result_sync_done (GnbdResult *self);
 

@@ -7,6 +7,12 @@
  * a reference on its context, so a context never dies with results queued
  * in it, and the delivery of a context found in the table is alive.
  */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include "gnbd-result-private.h"
 #include "gnbd-writer-private.h"
 
@@ -33,16 +39,18 @@ struct _GnbdResult {
   gboolean boolean;
   GError *error;
 
-  /* A sync call's: the waiting thread sleeps on it. */
-  GMutex lock;
-  GCond cond;
+  /* A sync call's: the waiting thread polls its eventfd (and maybe the
+   * socket, gnbd-conn.c); done and the wake-up happen under the lock. */
+  pthread_mutex_t lock;
   gboolean done;
+  pthread_t waiter;
+  int wake_fd;
 };
 
 struct _Delivery {
   GSource source;
   GMainContext *context;        /* not a reference: the context owns us */
-  GMutex lock;
+  pthread_mutex_t lock;
   GnbdResult *head;             /* returned, in order */
   GnbdResult *tail;
   gint pending;                 /* atomic: head != NULL */
@@ -50,11 +58,22 @@ struct _Delivery {
   guint n_pool;
 };
 
-static GMutex deliveries_lock;
+static pthread_mutex_t deliveries_lock = PTHREAD_MUTEX_INITIALIZER;
 static GHashTable *deliveries;  /* GMainContext * -> Delivery * */
 
 /* One spare result per thread for its sync calls. */
 static GPrivate sync_spare = G_PRIVATE_INIT (g_object_unref);
+
+/* Each thread that makes sync calls waits on an eventfd of its own (kept
+ * for the thread's life: one per thread, not one per call).  Stored + 1:
+ * 0 is "none yet". */
+static void
+wake_fd_close (gpointer data)
+{
+  close (GPOINTER_TO_INT (data) - 1);
+}
+
+static GPrivate thread_wake_fd = G_PRIVATE_INIT (wake_fd_close);
 
 /* The contexts this thread's returns must wake, at the end of its batch
  * (gnbd_result_batch_begin), each with a reference. */
@@ -93,6 +112,7 @@ result_clear (GnbdResult *self)
   self->returned = FALSE;
   self->boolean = FALSE;
   self->done = FALSE;
+  self->wake_fd = -1;
   self->next = NULL;
 }
 
@@ -102,8 +122,7 @@ gnbd_result_finalize (GObject *object)
   GnbdResult *self = GNBD_RESULT (object);
 
   result_clear (self);
-  g_mutex_clear (&self->lock);
-  g_cond_clear (&self->cond);
+  pthread_mutex_destroy (&self->lock);
   G_OBJECT_CLASS (gnbd_result_parent_class)->finalize (object);
 }
 
@@ -116,8 +135,8 @@ gnbd_result_class_init (GnbdResultClass *klass)
 static void
 gnbd_result_init (GnbdResult *self)
 {
-  g_mutex_init (&self->lock);
-  g_cond_init (&self->cond);
+  pthread_mutex_init (&self->lock, NULL);
+  self->wake_fd = -1;
 }
 
 static GObject *
@@ -187,7 +206,7 @@ delivery_pop (Delivery *d, GnbdResult **done)
 {
   GnbdResult *r;
 
-  g_mutex_lock (&d->lock);
+  pthread_mutex_lock (&d->lock);
   if (*done && d->n_pool < POOL_MAX) {
     (*done)->next = d->pool;
     d->pool = *done;
@@ -203,7 +222,7 @@ delivery_pop (Delivery *d, GnbdResult **done)
       g_atomic_int_set (&d->pending, 0);
     }
   }
-  g_mutex_unlock (&d->lock);
+  pthread_mutex_unlock (&d->lock);
   return r;
 }
 
@@ -230,9 +249,9 @@ delivery_dispatch (GSource *source, GSourceFunc func, gpointer data)
   GnbdResult *done = NULL;
   GnbdResult *last, *r;
 
-  g_mutex_lock (&d->lock);
+  pthread_mutex_lock (&d->lock);
   last = d->tail;
-  g_mutex_unlock (&d->lock);
+  pthread_mutex_unlock (&d->lock);
 
   /* The requests the callbacks issue go out together, at the end. */
   gnbd_writer_batch_begin ();
@@ -258,14 +277,14 @@ delivery_dispatch (GSource *source, GSourceFunc func, gpointer data)
       break;
   }
   if (done) {
-    g_mutex_lock (&d->lock);
+    pthread_mutex_lock (&d->lock);
     if (d->n_pool < POOL_MAX) {
       done->next = d->pool;
       d->pool = done;
       d->n_pool++;
       done = NULL;
     }
-    g_mutex_unlock (&d->lock);
+    pthread_mutex_unlock (&d->lock);
     g_clear_object (&done);
   }
   gnbd_writer_batch_end ();
@@ -278,20 +297,26 @@ static void
 delivery_finalize (GSource *source)
 {
   Delivery *d = (Delivery *) source;
+  GnbdResult *pool;
 
-  g_mutex_lock (&deliveries_lock);
+  pthread_mutex_lock (&deliveries_lock);
   if (deliveries && g_hash_table_lookup (deliveries, d->context) == d)
     g_hash_table_remove (deliveries, d->context);
-  g_mutex_unlock (&deliveries_lock);
+  pthread_mutex_unlock (&deliveries_lock);
+  /* Locked for the memory's sake: the context may die on another thread
+   * than the one that used the source last. */
+  pthread_mutex_lock (&d->lock);
+  pool = g_steal_pointer (&d->pool);
   g_warn_if_fail (d->head == NULL);
-  while (d->pool) {
-    GnbdResult *r = d->pool;
+  pthread_mutex_unlock (&d->lock);
+  while (pool) {
+    GnbdResult *r = pool;
 
-    d->pool = r->next;
+    pool = r->next;
     r->next = NULL;
     g_object_unref (r);
   }
-  g_mutex_clear (&d->lock);
+  pthread_mutex_destroy (&d->lock);
 }
 
 static GSourceFuncs delivery_funcs = {
@@ -309,9 +334,9 @@ delivery_for (GMainContext *context)
   Delivery *d, *other;
   GSource *source;
 
-  g_mutex_lock (&deliveries_lock);
+  pthread_mutex_lock (&deliveries_lock);
   d = deliveries ? g_hash_table_lookup (deliveries, context) : NULL;
-  g_mutex_unlock (&deliveries_lock);
+  pthread_mutex_unlock (&deliveries_lock);
   if (d)
     return d;
 
@@ -320,18 +345,18 @@ delivery_for (GMainContext *context)
   source = g_source_new (&delivery_funcs, sizeof (Delivery));
   d = (Delivery *) source;
   d->context = context;
-  g_mutex_init (&d->lock);
+  pthread_mutex_init (&d->lock, NULL);
   g_source_set_can_recurse (source, TRUE);
   g_source_set_static_name (source, "[gnbd] request results");
   g_source_attach (source, context);
 
-  g_mutex_lock (&deliveries_lock);
+  pthread_mutex_lock (&deliveries_lock);
   if (!deliveries)
     deliveries = g_hash_table_new (NULL, NULL);
   other = g_hash_table_lookup (deliveries, context);
   if (!other)
     g_hash_table_insert (deliveries, context, d);
-  g_mutex_unlock (&deliveries_lock);
+  pthread_mutex_unlock (&deliveries_lock);
   if (other) {
     /* Another thread made one first for the same context. */
     g_source_destroy (source);
@@ -353,20 +378,34 @@ gnbd_result_new (gpointer source_object, GCancellable *cancellable,
   Delivery *d = delivery_for (context);
   GnbdResult *self;
 
-  g_mutex_lock (&d->lock);
+  pthread_mutex_lock (&d->lock);
   self = d->pool;
   if (self) {
     d->pool = self->next;
     d->n_pool--;
     self->next = NULL;
   }
-  g_mutex_unlock (&d->lock);
+  pthread_mutex_unlock (&d->lock);
   if (!self)
     self = result_made ();
   self->context = context;
   self->delivery = d;
   result_setup (self, source_object, cancellable, callback, user_data, tag);
   return self;
+}
+
+int
+gnbd_result_wake_fd (void)
+{
+  int fd = GPOINTER_TO_INT (g_private_get (&thread_wake_fd)) - 1;
+
+  if (fd < 0) {
+    fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd == -1)
+      g_error ("gnbd: eventfd: %s", g_strerror (errno));
+    g_private_set (&thread_wake_fd, GINT_TO_POINTER (fd + 1));
+  }
+  return fd;
 }
 
 GnbdResult *
@@ -379,17 +418,40 @@ gnbd_result_new_sync (gpointer source_object, GCancellable *cancellable, gpointe
   else
     self = result_made ();
   result_setup (self, source_object, cancellable, NULL, NULL, tag);
+  self->waiter = pthread_self ();
+  self->wake_fd = gnbd_result_wake_fd ();
   return self;
+}
+
+gboolean
+gnbd_result_is_sync (GnbdResult *self)
+{
+  return self->delivery == NULL;
+}
+
+gboolean
+gnbd_result_is_done (GnbdResult *self)
+{
+  gboolean done;
+
+  pthread_mutex_lock (&self->lock);
+  done = self->done;
+  pthread_mutex_unlock (&self->lock);
+  return done;
 }
 
 void
 gnbd_result_wait (GnbdResult *self)
 {
   g_return_if_fail (self->delivery == NULL);
-  g_mutex_lock (&self->lock);
-  while (!self->done)
-    g_cond_wait (&self->cond, &self->lock);
-  g_mutex_unlock (&self->lock);
+  while (!gnbd_result_is_done (self)) {
+    struct pollfd p = { .fd = self->wake_fd, .events = POLLIN };
+    eventfd_t v;
+
+    if (poll (&p, 1, -1) == -1 && errno != EINTR)
+      g_error ("gnbd: poll: %s", g_strerror (errno));
+    (void) eventfd_read (self->wake_fd, &v);
+  }
 }
 
 void
@@ -424,15 +486,23 @@ result_deliver (GnbdResult *self)
   self->returned = TRUE;
   if (!d) {
     /* The waiter holds its own reference: drop ours first, so that it
-     * finds the result its own alone and keeps it for the next call. */
+     * finds the result its own alone and keeps it for the next call.  The
+     * waiter sees done only after the unlock, so its thread (and its
+     * eventfd) are still there for the wake-up; the waiter itself, reading
+     * its own reply, needs none. */
     g_object_unref (self);
-    g_mutex_lock (&self->lock);
+    pthread_mutex_lock (&self->lock);
     self->done = TRUE;
-    g_cond_signal (&self->cond);
-    g_mutex_unlock (&self->lock);
+    if (!pthread_equal (self->waiter, pthread_self ())) {
+      eventfd_t one = 1;
+
+      while (eventfd_write (self->wake_fd, one) == -1 && errno == EINTR)
+        ;
+    }
+    pthread_mutex_unlock (&self->lock);
     return;
   }
-  g_mutex_lock (&d->lock);
+  pthread_mutex_lock (&d->lock);
   if (d->tail)
     d->tail->next = self;
   else
@@ -446,7 +516,7 @@ result_deliver (GnbdResult *self)
        * reference it holds) before the wake-up is done. */
       g_main_context_wakeup (d->context);
   }
-  g_mutex_unlock (&d->lock);
+  pthread_mutex_unlock (&d->lock);
 }
 
 /* In a batch: wake @context at its end, not now (nor under the handle's

@@ -63,13 +63,14 @@ write_all (GtProgress *p, const char *s, gsize n)
 static const char *const status_words[] = { "running", "done", "failed", "cancelled" };
 
 static unsigned
-percent_of (guint64 done, guint64 total)
+percent_of (guint64 done, guint64 total, GtProgressStatus status)
 {
   if (total == 0)
     return 0;
-  /* Rounded down: 100 only once everything is done. */
+  /* Rounded down: 100 only once the copy is done; every byte may be
+   * copied a little before (the destination's flush is still to come). */
   if (done >= total)
-    return 100;
+    return status == GT_PROGRESS_DONE ? 100 : 99;
   return (unsigned) MIN (done <= G_MAXUINT64 / 100 ? done * 100 / total : done / (total / 100),
                          99);
 }
@@ -111,7 +112,7 @@ draw_bar (GtProgress *p, guint64 done, guint64 total, GtProgressStatus status, g
 {
   struct winsize ws = { 0 };
   unsigned columns = 80, width, filled;
-  unsigned percent = percent_of (done, total);
+  unsigned percent = percent_of (done, total, status);
   double elapsed = (double) (now - p->start) / G_USEC_PER_SEC;
   double rate = rate_of (p, now, done);
   g_autofree char *done_s = gt_human_size (done), *total_s = NULL, *rate_s = NULL;
@@ -164,7 +165,7 @@ gt_progress_update (GtProgress *p, guint64 copied, guint64 skipped, guint64 tota
     g_autofree char *line =
       g_strdup_printf ("%u/100 copied=%" G_GUINT64_FORMAT " skipped=%" G_GUINT64_FORMAT
                        " total=%" G_GUINT64_FORMAT " seconds=%.2f status=%s\n",
-                       percent_of (copied, total), copied, skipped, total,
+                       percent_of (copied, total, status), copied, skipped, total,
                        (double) (now - p->start) / G_USEC_PER_SEC, status_words[status]);
 
     write_all (p, line, strlen (line));

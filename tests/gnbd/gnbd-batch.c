@@ -13,11 +13,17 @@
  *    are reused), nor does a run of sync reads;
  *  - a callback that iterates the context itself still gets the rest of
  *    the batch (no hang);
- *  - a GBytes a caller keeps is never reused under it.
+ *  - a GBytes a caller keeps is never reused under it;
+ *  - a sync call reads its own reply: sync reads complete while the I/O
+ *    thread is held up, and async reads mixed with sync ones from other
+ *    threads all complete (the I/O thread reads again when it must).
  */
+#include <pthread.h>
+
 #include "gnbd-test.h"
 
 #include "gnbd-buffers-private.h"
+#include "gnbd-io-private.h"
 #include "gnbd-result-private.h"
 #include "gnbd-writer-private.h"
 
@@ -242,6 +248,133 @@ test_kept_bytes (void)
   server_stop (&s);
 }
 
+/* ---- Sync calls read their own replies ------------------------------------------ */
+
+/* pthread's, not GLib's: ThreadSanitizer sees these. */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  gboolean blocked;
+  gboolean released;
+} Hold;
+
+/* On the I/O thread: hold it until released. */
+static gboolean
+hold_io_thread (gpointer data)
+{
+  Hold *h = data;
+
+  pthread_mutex_lock (&h->lock);
+  h->blocked = TRUE;
+  pthread_cond_broadcast (&h->cond);
+  while (!h->released)
+    pthread_cond_wait (&h->cond, &h->lock);
+  pthread_mutex_unlock (&h->lock);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+test_sync_reads_itself (void)
+{
+  struct test_server s;
+  const char *args[] = { "pattern", "1G", NULL };
+  Hold h = { 0 };
+  GtAsync a = { 0 };
+  GError *error = NULL;
+  GnbdClient *c;
+  GBytes *b;
+
+  gt_start_nbdkit (&s, args);
+  c = gt_client_unix (&s, TRUE);
+  pthread_mutex_init (&h.lock, NULL);
+  pthread_cond_init (&h.cond, NULL);
+  gnbd_io_schedule (hold_io_thread, &h, NULL);
+  pthread_mutex_lock (&h.lock);
+  while (!h.blocked)
+    pthread_cond_wait (&h.cond, &h.lock);
+  pthread_mutex_unlock (&h.lock);
+
+  /* Without the caller reading, these would wait for the I/O thread. */
+  for (int i = 0; i < N; i++) {
+    b = gnbd_client_pread (c, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL, &error);
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) i * LEN);
+    g_bytes_unref (b);
+  }
+
+  pthread_mutex_lock (&h.lock);
+  h.released = TRUE;
+  pthread_cond_broadcast (&h.cond);
+  pthread_mutex_unlock (&h.lock);
+  gnbd_client_pread_async (c, LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
+  b = gnbd_client_pread_finish (c, gt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  check_pattern (b, LEN);
+  g_bytes_unref (b);
+  gt_async_clear (&a);
+  g_object_unref (c);
+  pthread_mutex_destroy (&h.lock);
+  pthread_cond_destroy (&h.cond);
+  server_stop (&s);
+}
+
+enum { MIX_ROUNDS = 200 };
+
+static gpointer
+sync_reader (gpointer data)
+{
+  GnbdClient *c = data;
+
+  for (int i = 0; i < MIX_ROUNDS; i++) {
+    GError *error = NULL;
+    GBytes *b = gnbd_client_pread (c, (guint64) (i % N) * LEN, LEN, GNBD_COMMAND_FLAG_NONE,
+                                   NULL, &error);
+
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) (i % N) * LEN);
+    g_bytes_unref (b);
+  }
+  return NULL;
+}
+
+/* Async reads, each waited for, between sync reads on this thread and
+ * two others: whoever reads the socket, every reply arrives. */
+static void
+test_sync_async_mixed (void)
+{
+  struct test_server s;
+  const char *args[] = { "pattern", "1G", NULL };
+  GnbdClient *c;
+  GThread *t[2];
+
+  gt_start_nbdkit (&s, args);
+  c = gt_client_unix (&s, TRUE);
+  for (int k = 0; k < 2; k++)
+    t[k] = g_thread_new ("sync-reader", sync_reader, c);
+  for (int i = 0; i < MIX_ROUNDS; i++) {
+    GtAsync a = { 0 };
+    GError *error = NULL;
+    GBytes *b;
+
+    b = gnbd_client_pread (c, (guint64) (i % N) * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
+                           &error);
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) (i % N) * LEN);
+    g_bytes_unref (b);
+    gnbd_client_pread_async (c, (guint64) ((i + 1) % N) * LEN, LEN, GNBD_COMMAND_FLAG_NONE,
+                             NULL, gt_async_cb, &a);
+    b = gnbd_client_pread_finish (c, gt_async_wait (&a), &error);
+    g_assert_no_error (error);
+    check_pattern (b, (guint64) ((i + 1) % N) * LEN);
+    g_bytes_unref (b);
+    gt_async_clear (&a);
+  }
+  for (int k = 0; k < 2; k++)
+    g_thread_join (t[k]);
+  g_object_unref (c);
+  server_stop (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -249,5 +382,7 @@ main (int argc, char **argv)
   g_test_add_func ("/batch/one-wakeup-one-send-no-allocation", test_batches);
   g_test_add_func ("/batch/nested-iteration", test_nested_iteration);
   g_test_add_func ("/batch/kept-bytes", test_kept_bytes);
+  g_test_add_func ("/batch/sync-reads-itself", test_sync_reads_itself);
+  g_test_add_func ("/batch/sync-async-mixed", test_sync_async_mixed);
   return g_test_run ();
 }
