@@ -10,10 +10,11 @@ G_BEGIN_DECLS
 
 typedef struct _GnbdWriterConn GnbdWriterConn;
 
-/* Called by the writer task after it gave lent bytes back, on its thread.
- * A write whose reply overtook that release is pinned by the core until
- * the next call into the handle (nbd_poll would wake on the release, a
- * loop of one's own does not): the connection must then call into it. */
+/* Called after lent bytes were given back up to the end of a lent run (a
+ * write's payload), on the sending thread (the task's or a batch's).  A
+ * write whose reply overtook that release is pinned by the core until the
+ * next call into the handle (nbd_poll would wake on the release, a loop of
+ * one's own does not): the connection must then call into it. */
 typedef void (*GnbdWriterReleased) (gpointer data);
 
 /* Make @nbd (newly created) send through the writer task: sets the core's

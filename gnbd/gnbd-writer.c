@@ -15,7 +15,8 @@
  * issue the next requests) does not wake the task for them; at the end of
  * the batch it sends what its requests queued itself, one non-blocking
  * sendmsg for the lot, and hands over to the task only what the socket
- * would not take.  The task stays asleep while the sockets keep up: no
+ * would not take, or all of it when that is more than INLINE_MAX bytes
+ * (big writes: the caller goes on while the task sends them).  The task stays asleep while the sockets keep up: no
  * thread hop per request, and a sync call goes caller -> server -> I/O
  * thread -> caller.  One sender at a time per connection (w->sender).
  *
@@ -48,6 +49,10 @@
 
 /* Copied bytes go into chunks of this size (bigger if one piece is). */
 #define CHUNK_SIZE (64 * 1024)
+/* A batch sends what it queued itself up to this many bytes; more (a big
+ * write's payload) is the task's to send, so that the caller goes on while
+ * the socket drains. */
+#define INLINE_MAX (256 * 1024)
 /* Entries per sendmsg; sends per connection before serving the next. */
 #define MAX_IOV 64
 #define MAX_ROUNDS 16
@@ -75,6 +80,7 @@ struct _GnbdWriterConn {
   guint ring_cap;
   guint head;
   guint count;
+  gsize bytes;                  /* queued, not sent yet */
   guint8 *spare;                /* one CHUNK_SIZE buffer kept for reuse */
   gboolean eos;                 /* end-of-stream mark: shut down once empty */
   gboolean shut;
@@ -148,6 +154,7 @@ push_copy (GnbdWriterConn *w, const void *buf, gsize len)
   if (tail && tail->base && (gsize) (tail->base + tail->cap - (tail->ptr + tail->len)) >= len) {
     memcpy (tail->ptr + tail->len, buf, len);
     tail->len += len;
+    w->bytes += len;
     return;
   }
   e = ring_push (w);
@@ -156,6 +163,7 @@ push_copy (GnbdWriterConn *w, const void *buf, gsize len)
   e->ptr = e->base;
   memcpy (e->ptr, buf, len);
   e->len = len;
+  w->bytes += len;
 }
 
 static void
@@ -167,6 +175,7 @@ push_lent (GnbdWriterConn *w, const void *buf, gsize len)
   e->cap = 0;
   e->ptr = (guint8 *) buf;
   e->len = len;
+  w->bytes += len;
 }
 
 static void
@@ -178,12 +187,15 @@ entry_drop (GnbdWriterConn *w, Entry *e)
     g_free (e->base);
 }
 
-/* Take @n sent bytes off the front; returns how many of them were lent. */
+/* Take @n sent bytes off the front; returns how many of them were lent,
+ * and whether a lent run was sent to its end. */
 static gsize
-consume (GnbdWriterConn *w, gsize n)
+consume (GnbdWriterConn *w, gsize n, gboolean *lent_ended)
 {
   gsize lent = 0;
 
+  *lent_ended = FALSE;
+  w->bytes -= n;
   while (n > 0) {
     Entry *e = &w->ring[w->head];
     gsize take = MIN (n, e->len);
@@ -194,6 +206,8 @@ consume (GnbdWriterConn *w, gsize n)
     e->len -= take;
     n -= take;
     if (e->len == 0) {
+      if (!e->base)
+        *lent_ended = TRUE;
       entry_drop (w, e);
       w->head = (w->head + 1) % w->ring_cap;
       w->count--;
@@ -208,6 +222,7 @@ drop_all (GnbdWriterConn *w)
 {
   gsize lent = 0;
 
+  w->bytes = 0;
   for (; w->count; w->count--, w->head = (w->head + 1) % w->ring_cap) {
     Entry *e = &w->ring[w->head];
 
@@ -324,6 +339,7 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     struct msghdr msg = { .msg_iov = iov };
     gboolean shut = FALSE;
     gsize lent;
+    gboolean lent_ended;
     ssize_t r;
     int fd;
 
@@ -370,17 +386,21 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     if (report)
       report->bytes += (guint64) r;
     pthread_mutex_lock (&w->lock);
-    lent = consume (w, (gsize) r);
+    lent = consume (w, (gsize) r, &lent_ended);
     pthread_mutex_unlock (&w->lock);
     /* Right after the send, before anything that could wait: the write
-     * completes only once its payload is back. */
+     * completes only once its payload is back.  Only a payload given back
+     * to its end can complete a write whose reply came first: the
+     * connection hears of those only (a 2 MiB payload leaves in several
+     * sends, and each would wake the I/O thread for nothing). */
     if (lent) {
       guint delay = (guint) g_atomic_int_get (&release_delay_ms);
 
       if (delay)
         g_usleep (delay * G_TIME_SPAN_MILLISECOND);
       nbd_concurrent_writer_release (w->nbd, lent);
-      w->released (w->released_data);
+      if (lent_ended)
+        w->released (w->released_data);
     }
   }
 }
@@ -449,8 +469,14 @@ gnbd_writer_batch_end (void)
   /* What the batch queued, sent from this thread. */
   for (guint i = 0; i < batch_len; i++) {
     GnbdWriterConn *w = batch_conns[i];
+    gboolean small;
 
-    if (sender_claim (w)) {
+    pthread_mutex_lock (&w->lock);
+    small = w->bytes <= INLINE_MAX;
+    pthread_mutex_unlock (&w->lock);
+    if (!small)
+      writer_wake ();
+    else if (sender_claim (w)) {
       send_queued (w, NULL);
       if (sender_release (w))
         writer_wake ();
