@@ -8,8 +8,10 @@
 #include "copy-test.h"
 
 #define SIZE ((guint64) 64 * CT_MiB)
-/* 32 MB/s (the rate filter counts bits): about 2 s for SIZE. */
+/* 32 MB/s (the rate filter counts bits): about 2 s for SIZE.  Its bucket
+ * would let 2 s of data through at once (the default burstiness): 0.1 s. */
 #define RATE "rate=256M"
+#define BURST "burstiness=0.1"
 
 static void
 start_servers (struct test_server *s, struct test_server *d, const char *dst_log)
@@ -18,10 +20,11 @@ start_servers (struct test_server *s, struct test_server *d, const char *dst_log
   g_autofree char *log_arg = g_strdup_printf ("logfile=%s", dst_log);
 
   if (s)
-    gt_start_nbdkit (s, (const char *[]) { "--filter=rate", "pattern", size_arg, RATE, NULL });
+    gt_start_nbdkit (s, (const char *[]) { "--filter=rate", "pattern", size_arg, RATE, BURST,
+                                           NULL });
   unlink (dst_log);
   gt_start_nbdkit (d, (const char *[]) { "--filter=log", "--filter=rate", "memory", size_arg,
-                                         log_arg, RATE, NULL });
+                                         log_arg, RATE, BURST, NULL });
 }
 
 /* The destination holds the pattern up to bytes-copied, which stopped

@@ -271,7 +271,8 @@ test_source_killed (void)
   GError *error = NULL;
 
   /* Slow enough to be mid-copy at the first progress signal. */
-  start_pair (&s, (const char *[]) { "--filter=rate", "rate=8M", NULL }, &d, NULL);
+  start_pair (&s, (const char *[]) { "--filter=rate", "rate=8M", "burstiness=0.1", NULL }, &d,
+              NULL);
   src = ct_client (&s, NULL);
   dst = ct_client (&d, NULL);
   g_signal_connect (copy, "progress", G_CALLBACK (on_progress_kill), &s);
