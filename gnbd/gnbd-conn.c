@@ -80,6 +80,12 @@ struct _GnbdConn {
   int users;                    /* callers inside a core call (conn_enter) */
   gint sync_driver;             /* atomic: a sync caller reads the socket */
   gint reader_passive;          /* atomic: the I/O thread's last poll did not */
+  GSource *home;                /* the home reader, until teardown */
+  GMainContext *home_context;   /* its context (a reference), for good */
+  gint home_active;             /* atomic: the home reader polls */
+  gint home_off;                /* atomic: shutting down: no standing back */
+  gint foreign;                 /* atomic: async requests of other contexts,
+                                 * or before there was a home, in flight */
   gboolean torn_down;           /* nothing new starts */
   gboolean close_pending;       /* the handle closes when users reaches 0 */
   gboolean self_owned;          /* list mode: the connection holds itself */
@@ -140,6 +146,7 @@ conn_free (gpointer data)
   conn_teardown (conn);
   g_assert (conn->nbd == NULL && g_queue_is_empty (&conn->failed));
   gnbd_settings_clear (&conn->settings);
+  g_clear_pointer (&conn->home_context, g_main_context_unref);
   if (conn->events.destroy)
     conn->events.destroy (conn->events.data);
   g_ptr_array_unref (conn->shutdown_waits);
@@ -398,12 +405,16 @@ connect_cancelled (GCancellable *cancellable, gpointer data)
 
 static gboolean io_dispatch (gpointer data, GIOCondition revents);
 
-/* While a sync caller reads the replies itself, the I/O thread does not. */
+/* While a sync caller reads the replies itself, or the home reader does
+ * (for the requests of its context only), the I/O thread does not. */
 static gboolean
 conn_passive (gpointer data)
 {
   GnbdConn *conn = data;
-  gboolean passive = g_atomic_int_get (&conn->sync_driver) != 0;
+  gboolean passive = g_atomic_int_get (&conn->sync_driver) != 0 ||
+                     (g_atomic_int_get (&conn->home_active) &&
+                      !g_atomic_int_get (&conn->home_off) &&
+                      g_atomic_int_get (&conn->foreign) == 0);
 
   g_atomic_int_set (&conn->reader_passive, passive);
   return passive;
@@ -719,6 +730,7 @@ typedef struct {
   char *context;                /* block_status */
   GPtrArray *extents;
   int err;
+  gboolean foreign;             /* counted in conn->foreign until freed */
 } Request;
 
 static Request *
@@ -858,6 +870,8 @@ request_freed (void *data)
     g_cancellable_disconnect (r->cancellable, r->cancel_id);
   r->cancel_id = 0;
   GNBD_TAKEOVER (r);            /* a cancel handler that ran is over */
+  if (r->foreign)
+    g_atomic_int_add (&r->conn->foreign, -1);
   if (r->conn->closing_handle && request_claim (r))
     gnbd_result_return_new_error (g_steal_pointer (&r->result), G_IO_ERROR, G_IO_ERROR_CLOSED,
                                   "The client closed the connection before the server "
@@ -896,6 +910,136 @@ extent_received (void *data, const char *metacontext, uint64_t offset, uint32_t 
       break;
   }
   return 0;
+}
+
+/* ---- The home reader --------------------------------------------------------------- */
+
+/* The replies to the async requests of one main context, the connection's
+ * home (the context of its first async request), are read in that context,
+ * by a source there: the thread that will run their callbacks reads them,
+ * as a libnbd aio loop does, with no hop from the I/O thread and no other
+ * CPU touching them.  The I/O thread stands back while only home requests
+ * are in flight; a request from any other context (counted in
+ * conn->foreign) has it read again, so a home context that is not running
+ * never holds up anyone else's replies (its own could not be delivered
+ * anyway).  Nor does a shutdown, which waits for every reply: from then
+ * on the I/O thread reads.  The end of the connection still wakes the I/O
+ * thread (HUP, RDHUP), which finishes it as before; a sync caller reads
+ * for itself.
+ * Only with the concurrent writer: the home reader never sends. */
+
+typedef struct {
+  GSource source;
+  GnbdConn *conn;               /* a reference */
+  gpointer tag;
+  gboolean polling;
+} HomeSource;
+
+static gboolean
+home_prepare (GSource *source, gint *timeout)
+{
+  HomeSource *h = (HomeSource *) source;
+  gboolean poll_in = !g_atomic_int_get (&h->conn->sync_driver);
+
+  *timeout = -1;
+  /* A sync caller reads: stand back too (both would wake). */
+  if (poll_in != h->polling) {
+    g_source_modify_unix_fd (source, h->tag, poll_in ? G_IO_IN | G_IO_HUP | G_IO_ERR : 0);
+    h->polling = poll_in;
+  }
+  return FALSE;
+}
+
+static gboolean
+home_check (GSource *source)
+{
+  HomeSource *h = (HomeSource *) source;
+
+  return h->polling && g_source_query_unix_fd (source, h->tag) != 0;
+}
+
+static gboolean
+home_dispatch (GSource *source, GSourceFunc func, gpointer data)
+{
+  GnbdConn *conn = ((HomeSource *) source)->conn;
+  gboolean ended = TRUE;
+
+  if (conn_enter (conn)) {
+    gnbd_result_batch_begin ();
+    if (!handle_ended (conn->nbd) && nbd_aio_notify_read (conn->nbd) == -1 &&
+        (handle_ended (conn->nbd) || nbd_aio_is_created (conn->nbd)))
+      note_end (conn, nbd_get_errno (), nbd_get_error ());
+    ended = handle_ended (conn->nbd);
+    conn_after_call (conn);     /* the end and failures: the I/O thread's */
+    conn_leave (conn);
+    gnbd_result_batch_end ();
+  }
+  if (!ended)
+    return G_SOURCE_CONTINUE;
+  /* Nothing more to read here: the I/O thread reads again, and finishes. */
+  g_atomic_int_set (&conn->home_active, 0);
+  conn_poke (conn);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+home_gone_cb (gpointer data)
+{
+  conn_poke (data);
+  return G_SOURCE_REMOVE;
+}
+
+/* Destroyed (teardown, its end, or its context went away). */
+static void
+home_finalize (GSource *source)
+{
+  GnbdConn *conn = ((HomeSource *) source)->conn;
+
+  g_atomic_int_set (&conn->home_active, 0);
+  /* Maybe under the dying context's lock: the poke (which takes
+   * conn->lock) is made from the I/O thread. */
+  gnbd_io_schedule (home_gone_cb, conn, (GDestroyNotify) gnbd_conn_unref);
+}
+
+static GSourceFuncs home_funcs = {
+  .prepare = home_prepare,
+  .check = home_check,
+  .dispatch = home_dispatch,
+  .finalize = home_finalize,
+};
+
+/* Whether @context is the connection's home, making it the home if it has
+ * none yet.  The caller is inside conn_enter. */
+static gboolean
+home_for (GnbdConn *conn, GMainContext *context)
+{
+  GSource *source = NULL;
+  gboolean home;
+
+  pthread_mutex_lock (&conn->lock);
+  if (!conn->home_context && !conn->torn_down) {
+    HomeSource *h;
+
+    conn->home_context = g_main_context_ref (context);
+    source = g_source_new (&home_funcs, sizeof (HomeSource));
+    h = (HomeSource *) source;
+    h->conn = gnbd_conn_ref (conn);
+    h->tag = g_source_add_unix_fd (source, nbd_aio_get_fd (conn->nbd),
+                                   G_IO_IN | G_IO_HUP | G_IO_ERR);
+    h->polling = TRUE;
+    g_source_set_static_name (source, "[gnbd] home reader");
+    g_source_set_can_recurse (source, TRUE);    /* see gnbd_io_source_new */
+    conn->home = g_source_ref (source);
+    g_atomic_int_set (&conn->home_active, 1);
+    /* Under conn->lock, so that teardown finds it attached; GLib's lock
+     * comes after conn->lock everywhere (the finalize takes no conn->lock). */
+    g_source_attach (source, context);
+  }
+  home = conn->home_context == context;
+  pthread_mutex_unlock (&conn->lock);
+  if (source)
+    g_source_unref (source);
+  return home;
 }
 
 /* ---- Sync calls ----------------------------------------------------------------- */
@@ -1022,6 +1166,18 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result, guin
       goto out;
   }
 
+  /* An async request's reply is read in its context if that is the home
+   * (the home reader), else by the I/O thread.  A sync call's is read by
+   * its caller, or by another sync caller who reads, or by the I/O thread
+   * once none does: it counts as foreign, so that the I/O thread does not
+   * stand back for the home alone while it is awaited. */
+  if (gnbd_result_is_sync (result) ||
+      !(conn->settings.concurrent_writer &&
+        home_for (conn, gnbd_result_get_context (result)))) {
+    r->foreign = TRUE;
+    g_atomic_int_inc (&conn->foreign);
+  }
+
   /* The core takes the closure and runs .free exactly once, even when the
    * call fails at once.  The request's bytes go out from this thread at
    * the batch's end (gnbd-writer-private.h). */
@@ -1072,9 +1228,9 @@ gnbd_conn_submit (GnbdConn *conn, GnbdRequestKind kind, GnbdResult *result, guin
   }
   conn_after_call (conn);
   gnbd_writer_batch_end ();
-  /* An async request's reply is read by the I/O thread: if a sync caller
-   * had it stand back, it must poll for replies again. */
-  if (cookie != -1 && !gnbd_result_is_sync (result) &&
+  /* A reply for the I/O thread to read: if it stands back, it must poll
+   * for replies again (a sync caller that reads needs no poke). */
+  if (cookie != -1 && r->foreign && !gnbd_result_is_sync (result) &&
       g_atomic_int_get (&conn->reader_passive))
     conn_poke (conn);
 out:
@@ -1203,6 +1359,10 @@ gnbd_conn_shutdown (GnbdConn *conn, GTask *task)
   sw->ref_count = 2;            /* the list's and this call's */
   sw->conn = conn;
   sw->task = g_object_ref (task);
+  /* The shutdown waits for every reply, whatever the home context does
+   * meanwhile (the caller may be blocked in it): the I/O thread reads. */
+  g_atomic_int_set (&conn->home_off, 1);
+  conn_poke (conn);
   /* Waiting before asking: the end may come before nbd_aio_disconnect
    * returns. */
   pthread_mutex_lock (&conn->lock);
@@ -1450,7 +1610,7 @@ conn_close_handle (GnbdConn *conn)
 static void
 conn_teardown (GnbdConn *conn)
 {
-  GSource *source;
+  GSource *source, *home;
   GCancellable *cancellable;
   gulong id;
   gboolean close_now, self_owned;
@@ -1467,6 +1627,7 @@ conn_teardown (GnbdConn *conn)
   }
   conn->torn_down = TRUE;
   source = g_steal_pointer (&conn->source);
+  home = g_steal_pointer (&conn->home);
   cancellable = g_steal_pointer (&conn->connect_cancellable);
   id = conn->connect_cancel_id;
   conn->connect_cancel_id = 0;
@@ -1479,6 +1640,11 @@ conn_teardown (GnbdConn *conn)
   if (source) {
     g_source_destroy (source);
     g_source_unref (source);
+  }
+  if (home) {
+    g_atomic_int_set (&conn->home_active, 0);
+    g_source_destroy (home);
+    g_source_unref (home);
   }
   if (id)
     g_cancellable_disconnect (cancellable, id);

@@ -44,6 +44,8 @@ GnbdResult *gnbd_result_new_sync (gpointer source_object, GCancellable *cancella
                                   gpointer tag);
 int gnbd_result_wake_fd (void);
 gboolean gnbd_result_is_sync (GnbdResult *self);
+/* The context an async result is delivered in (NULL for a sync call's). */
+GMainContext *gnbd_result_get_context (GnbdResult *self);
 gboolean gnbd_result_is_done (GnbdResult *self);
 void gnbd_result_wait (GnbdResult *self);
 void gnbd_result_sync_done (GnbdResult *self);

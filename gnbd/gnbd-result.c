@@ -423,6 +423,12 @@ gnbd_result_new_sync (gpointer source_object, GCancellable *cancellable, gpointe
   return self;
 }
 
+GMainContext *
+gnbd_result_get_context (GnbdResult *self)
+{
+  return self->context;
+}
+
 gboolean
 gnbd_result_is_sync (GnbdResult *self)
 {
@@ -549,7 +555,10 @@ gnbd_result_batch_end (void)
   if (--wake_depth > 0)
     return;
   for (guint i = 0; i < wake_len; i++) {
-    g_main_context_wakeup (wake_contexts[i]);
+    /* A context this thread is running needs no wake-up: its next
+     * iteration sees the results (the home reader's case). */
+    if (!g_main_context_is_owner (wake_contexts[i]))
+      g_main_context_wakeup (wake_contexts[i]);
     g_main_context_unref (wake_contexts[i]);
   }
   wake_len = 0;

@@ -16,7 +16,11 @@
  *  - a GBytes a caller keeps is never reused under it;
  *  - a sync call reads its own reply: sync reads complete while the I/O
  *    thread is held up, and async reads mixed with sync ones from other
- *    threads all complete (the I/O thread reads again when it must).
+ *    threads all complete (the I/O thread reads again when it must);
+ *  - the replies of the client's home context (its first async request's)
+ *    are read in that context: they complete while the I/O thread is held
+ *    up; and a request from another context completes while the home
+ *    context is not running.
  */
 #include <pthread.h>
 
@@ -318,6 +322,161 @@ test_sync_reads_itself (void)
   server_stop (&s);
 }
 
+/* Async reads from the home context complete with the I/O thread held. */
+static void
+test_home_reads_itself (void)
+{
+  struct test_server s;
+  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
+  GMainContext *ctx = g_main_context_new ();
+  Round r = { 0 };
+  Hold h = { 0 };
+  GtAsync a = { 0 };
+  GError *error = NULL;
+  GBytes *b;
+
+  gt_start_nbdkit (&s, args);
+  g_main_context_push_thread_default (ctx);
+  r.client = gt_client_unix (&s, TRUE);
+  r.context = ctx;
+  /* The first async request makes this context the home. */
+  gnbd_client_pread_async (r.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
+  b = gnbd_client_pread_finish (r.client, gt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_bytes_unref (b);
+  gt_async_clear (&a);
+
+  pthread_mutex_init (&h.lock, NULL);
+  pthread_cond_init (&h.cond, NULL);
+  gnbd_io_schedule (hold_io_thread, &h, NULL);
+  pthread_mutex_lock (&h.lock);
+  while (!h.blocked)
+    pthread_cond_wait (&h.cond, &h.lock);
+  pthread_mutex_unlock (&h.lock);
+
+  r.target = N;
+  for (int i = 0; i < N; i++)
+    gnbd_client_pread_async (r.client, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
+                             on_read, &r);
+  gt_iterate_until (&r.reached);
+
+  pthread_mutex_lock (&h.lock);
+  h.released = TRUE;
+  pthread_cond_broadcast (&h.cond);
+  pthread_mutex_unlock (&h.lock);
+  g_object_unref (r.client);
+  g_main_context_pop_thread_default (ctx);
+  g_main_context_unref (ctx);
+  pthread_mutex_destroy (&h.lock);
+  pthread_cond_destroy (&h.cond);
+  server_stop (&s);
+}
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  gboolean ran;
+} Barrier;
+
+static gboolean
+barrier_run (gpointer data)
+{
+  Barrier *b = data;
+
+  pthread_mutex_lock (&b->lock);
+  b->ran = TRUE;
+  pthread_cond_broadcast (&b->cond);
+  pthread_mutex_unlock (&b->lock);
+  return G_SOURCE_REMOVE;
+}
+
+/* Two callbacks run on the I/O thread one after the other: between them
+ * it prepared its poll again, and so saw the connection's state as it is
+ * now. */
+static void
+io_barrier (void)
+{
+  for (int i = 0; i < 2; i++) {
+    Barrier b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, FALSE };
+
+    gnbd_io_schedule (barrier_run, &b, NULL);
+    pthread_mutex_lock (&b.lock);
+    while (!b.ran)
+      pthread_cond_wait (&b.cond, &b.lock);
+    pthread_mutex_unlock (&b.lock);
+  }
+}
+
+typedef struct {
+  GnbdClient *client;
+  gint done;
+} Foreign;
+
+static gpointer
+foreign_reader (gpointer data)
+{
+  Foreign *f = data;
+  GMainContext *ctx = g_main_context_new ();
+  GtAsync a = { 0 };
+  GError *error = NULL;
+  GBytes *b;
+
+  g_main_context_push_thread_default (ctx);
+  gnbd_client_pread_async (f->client, 5 * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb,
+                           &a);
+  b = gnbd_client_pread_finish (f->client, gt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  check_pattern (b, 5 * LEN);
+  g_bytes_unref (b);
+  gt_async_clear (&a);
+  g_main_context_pop_thread_default (ctx);
+  g_main_context_unref (ctx);
+  g_atomic_int_set (&f->done, 1);
+  return NULL;
+}
+
+/* The home context holds requests but does not run: another context's
+ * request still completes (the I/O thread reads it), then the home's. */
+static void
+test_foreign_not_blocked (void)
+{
+  struct test_server s;
+  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
+  GMainContext *home = g_main_context_new ();
+  Round r = { 0 };
+  Foreign f = { 0 };
+  GtAsync a = { 0 };
+  GError *error = NULL;
+  GThread *t;
+  GBytes *b;
+
+  gt_start_nbdkit (&s, args);
+  g_main_context_push_thread_default (home);
+  r.client = gt_client_unix (&s, TRUE);
+  r.context = home;
+  /* Make the home, and let the I/O thread see it: it stands back now. */
+  gnbd_client_pread_async (r.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
+  b = gnbd_client_pread_finish (r.client, gt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_bytes_unref (b);
+  gt_async_clear (&a);
+  io_barrier ();
+  r.target = N;
+  for (int i = 0; i < N; i++)
+    gnbd_client_pread_async (r.client, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
+                             on_read, &r);
+  f.client = r.client;
+  t = g_thread_new ("foreign", foreign_reader, &f);
+  g_thread_join (t);
+  g_assert_true (g_atomic_int_get (&f.done));
+  g_assert_cmpint (g_atomic_int_get (&r.done), ==, 0);
+  gt_iterate_until (&r.reached);
+  g_object_unref (r.client);
+  g_main_context_pop_thread_default (home);
+  g_main_context_unref (home);
+  server_stop (&s);
+}
+
 enum { MIX_ROUNDS = 200 };
 
 static gpointer
@@ -384,5 +543,7 @@ main (int argc, char **argv)
   g_test_add_func ("/batch/kept-bytes", test_kept_bytes);
   g_test_add_func ("/batch/sync-reads-itself", test_sync_reads_itself);
   g_test_add_func ("/batch/sync-async-mixed", test_sync_async_mixed);
+  g_test_add_func ("/batch/home-reads-itself", test_home_reads_itself);
+  g_test_add_func ("/batch/foreign-not-blocked", test_foreign_not_blocked);
   return g_test_run ();
 }
