@@ -277,6 +277,65 @@ hold_io_thread (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static void io_barrier (void);
+
+/* Hold the I/O thread until hold_end; returns once it is held. */
+static void
+hold_begin (Hold *h)
+{
+  pthread_mutex_init (&h->lock, NULL);
+  pthread_cond_init (&h->cond, NULL);
+  gnbd_io_schedule (hold_io_thread, h, NULL);
+  pthread_mutex_lock (&h->lock);
+  while (!h->blocked)
+    pthread_cond_wait (&h->cond, &h->lock);
+  pthread_mutex_unlock (&h->lock);
+}
+
+/* Let the I/O thread go, and free @h once it has left it (the barrier runs
+ * after hold_io_thread returned). */
+static void
+hold_end (Hold *h)
+{
+  pthread_mutex_lock (&h->lock);
+  h->released = TRUE;
+  pthread_cond_broadcast (&h->cond);
+  pthread_mutex_unlock (&h->lock);
+  io_barrier ();
+  pthread_mutex_destroy (&h->lock);
+  pthread_cond_destroy (&h->cond);
+}
+
+/* A client of a new nbdkit (one thread: replies in order) whose home is a
+ * new context, pushed: one async read made it so. */
+static void
+home_client (struct test_server *s, Round *r)
+{
+  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
+  GtAsync a = { 0 };
+  GError *error = NULL;
+  GBytes *b;
+
+  gt_start_nbdkit (s, args);
+  r->context = g_main_context_new ();
+  g_main_context_push_thread_default (r->context);
+  r->client = gt_client_unix (s, TRUE);
+  gnbd_client_pread_async (r->client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
+  b = gnbd_client_pread_finish (r->client, gt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_bytes_unref (b);
+  gt_async_clear (&a);
+}
+
+static void
+home_client_end (struct test_server *s, Round *r)
+{
+  g_object_unref (r->client);
+  g_main_context_pop_thread_default (r->context);
+  g_main_context_unref (r->context);
+  server_stop (s);
+}
+
 static void
 test_sync_reads_itself (void)
 {
@@ -290,13 +349,7 @@ test_sync_reads_itself (void)
 
   gt_start_nbdkit (&s, args);
   c = gt_client_unix (&s, TRUE);
-  pthread_mutex_init (&h.lock, NULL);
-  pthread_cond_init (&h.cond, NULL);
-  gnbd_io_schedule (hold_io_thread, &h, NULL);
-  pthread_mutex_lock (&h.lock);
-  while (!h.blocked)
-    pthread_cond_wait (&h.cond, &h.lock);
-  pthread_mutex_unlock (&h.lock);
+  hold_begin (&h);
 
   /* Without the caller reading, these would wait for the I/O thread. */
   for (int i = 0; i < N; i++) {
@@ -306,10 +359,7 @@ test_sync_reads_itself (void)
     g_bytes_unref (b);
   }
 
-  pthread_mutex_lock (&h.lock);
-  h.released = TRUE;
-  pthread_cond_broadcast (&h.cond);
-  pthread_mutex_unlock (&h.lock);
+  hold_end (&h);
   gnbd_client_pread_async (c, LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
   b = gnbd_client_pread_finish (c, gt_async_wait (&a), &error);
   g_assert_no_error (error);
@@ -317,8 +367,6 @@ test_sync_reads_itself (void)
   g_bytes_unref (b);
   gt_async_clear (&a);
   g_object_unref (c);
-  pthread_mutex_destroy (&h.lock);
-  pthread_cond_destroy (&h.cond);
   server_stop (&s);
 }
 
@@ -327,49 +375,18 @@ static void
 test_home_reads_itself (void)
 {
   struct test_server s;
-  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
-  GMainContext *ctx = g_main_context_new ();
   Round r = { 0 };
   Hold h = { 0 };
-  GtAsync a = { 0 };
-  GError *error = NULL;
-  GBytes *b;
 
-  gt_start_nbdkit (&s, args);
-  g_main_context_push_thread_default (ctx);
-  r.client = gt_client_unix (&s, TRUE);
-  r.context = ctx;
-  /* The first async request makes this context the home. */
-  gnbd_client_pread_async (r.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
-  b = gnbd_client_pread_finish (r.client, gt_async_wait (&a), &error);
-  g_assert_no_error (error);
-  g_bytes_unref (b);
-  gt_async_clear (&a);
-
-  pthread_mutex_init (&h.lock, NULL);
-  pthread_cond_init (&h.cond, NULL);
-  gnbd_io_schedule (hold_io_thread, &h, NULL);
-  pthread_mutex_lock (&h.lock);
-  while (!h.blocked)
-    pthread_cond_wait (&h.cond, &h.lock);
-  pthread_mutex_unlock (&h.lock);
-
+  home_client (&s, &r);
+  hold_begin (&h);
   r.target = N;
   for (int i = 0; i < N; i++)
     gnbd_client_pread_async (r.client, (guint64) i * LEN, LEN, GNBD_COMMAND_FLAG_NONE, NULL,
                              on_read, &r);
   gt_iterate_until (&r.reached);
-
-  pthread_mutex_lock (&h.lock);
-  h.released = TRUE;
-  pthread_cond_broadcast (&h.cond);
-  pthread_mutex_unlock (&h.lock);
-  g_object_unref (r.client);
-  g_main_context_pop_thread_default (ctx);
-  g_main_context_unref (ctx);
-  pthread_mutex_destroy (&h.lock);
-  pthread_cond_destroy (&h.cond);
-  server_stop (&s);
+  hold_end (&h);
+  home_client_end (&s, &r);
 }
 
 typedef struct {
@@ -441,25 +458,12 @@ static void
 test_foreign_not_blocked (void)
 {
   struct test_server s;
-  const char *args[] = { "-t", "1", "pattern", "1G", NULL };
-  GMainContext *home = g_main_context_new ();
   Round r = { 0 };
   Foreign f = { 0 };
-  GtAsync a = { 0 };
-  GError *error = NULL;
   GThread *t;
-  GBytes *b;
 
-  gt_start_nbdkit (&s, args);
-  g_main_context_push_thread_default (home);
-  r.client = gt_client_unix (&s, TRUE);
-  r.context = home;
-  /* Make the home, and let the I/O thread see it: it stands back now. */
-  gnbd_client_pread_async (r.client, 0, LEN, GNBD_COMMAND_FLAG_NONE, NULL, gt_async_cb, &a);
-  b = gnbd_client_pread_finish (r.client, gt_async_wait (&a), &error);
-  g_assert_no_error (error);
-  g_bytes_unref (b);
-  gt_async_clear (&a);
+  home_client (&s, &r);
+  /* The I/O thread has seen the home: it stands back now. */
   io_barrier ();
   r.target = N;
   for (int i = 0; i < N; i++)
@@ -471,10 +475,7 @@ test_foreign_not_blocked (void)
   g_assert_true (g_atomic_int_get (&f.done));
   g_assert_cmpint (g_atomic_int_get (&r.done), ==, 0);
   gt_iterate_until (&r.reached);
-  g_object_unref (r.client);
-  g_main_context_pop_thread_default (home);
-  g_main_context_unref (home);
-  server_stop (&s);
+  home_client_end (&s, &r);
 }
 
 enum { MIX_ROUNDS = 200 };
