@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <libnbd.h>
@@ -113,28 +114,20 @@ check_event (struct nbd_handle *h, bool write, const char *what)
   }
 }
 
-/* Wait (bounded) until @pid is stopped, so it reads nothing more. */
+/* Wait until @pid (our child: nbdkit run in the foreground) is stopped,
+ * so it reads nothing more: waitpid reports the stop itself, no clock. */
 static void
 wait_stopped (pid_t pid)
 {
-  char path[64], stat[512];
-  const struct timespec ms = { 0, 1000000 };
+  int status;
+  pid_t r;
 
-  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
-  for (int i = 0; i < 30000; i++) {
-    FILE *f = fopen (path, "r");
-    char *p = NULL;
-
-    if (f) {
-      if (fgets (stat, sizeof stat, f))
-        p = strrchr (stat, ')');
-      fclose (f);
-    }
-    if (p && (p[2] == 'T' || p[2] == 't'))
-      return;
-    nanosleep (&ms, NULL);
-  }
-  bail_out ("the server did not stop within 30 s of SIGSTOP");
+  while ((r = waitpid (pid, &status, WUNTRACED)) == -1 && errno == EINTR)
+    ;
+  if (r != pid)
+    bail_out ("waitpid: %s", strerror (errno));
+  if (!WIFSTOPPED (status))
+    bail_out ("the server ended instead of stopping (status 0x%x)", status);
 }
 
 #ifdef LIBNBD_CORE

@@ -31,32 +31,6 @@
 #define NR 16
 #define WAIT_MS 10000           /* every wait is bounded by this */
 
-/* Request lines nbdkit's log filter has written so far. */
-static int
-logged_requests (const char *path)
-{
-  FILE *f = fopen (path, "r");
-  char line[512];
-  int n = 0;
-
-  if (!f)
-    return 0;
-  while (fgets (line, sizeof line, f))
-    if (strstr (line, " Read id=") || strstr (line, " Write id="))
-      n++;
-  fclose (f);
-  return n;
-}
-
-static void
-sleep_ms (int ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000 };
-
-  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
-    ;
-}
-
 struct rec {
   int calls, error;
 };
@@ -119,7 +93,8 @@ killed_with_commands (bool mid_transfer)
   else {
     int n = 0;
 
-    for (int turn = 0; turn < 1000 && (n = logged_requests (logpath)) < NR; turn++)
+    for (int turn = 0;
+         turn < 1000 && (n = server_log_count (logpath, server_log_requests)) < NR; turn++)
       if (nbd_poll (h, 10) == -1)
         bail_out ("%s: nbd_poll: %s", what, nbd_get_error ());
     is_int (n, NR, "%s: the server has read all %d requests", what, NR);
@@ -178,9 +153,8 @@ killer_thread (void *arg)
 {
   struct killer *k = arg;
 
-  for (int turn = 0; turn < WAIT_MS / 10 && logged_requests (k->log) < 1; turn++)
-    sleep_ms (10);
-  k->killed = logged_requests (k->log) >= 1 && kill (k->pid, SIGKILL) == 0;
+  k->killed = server_log_wait (k->log, server_log_requests, 1, 60) >= 1 &&
+              kill (k->pid, SIGKILL) == 0;
   return NULL;
 }
 

@@ -35,23 +35,6 @@ struct rec {
   int calls, error;
 };
 
-/* Request lines nbdkit's log filter has written so far. */
-static int
-logged_requests (const char *path)
-{
-  FILE *f = fopen (path, "r");
-  char line[512];
-  int n = 0;
-
-  if (!f)
-    return 0;
-  while (fgets (line, sizeof line, f))
-    if (strstr (line, " Read id=") || strstr (line, " Write id="))
-      n++;
-  fclose (f);
-  return n;
-}
-
 static int
 completion_cb (void *user_data, int *error)
 {
@@ -154,7 +137,8 @@ connection_ends (bool mid_transfer)
      * then, it leaves nothing unread, so the socket just ends. */
     int n = 0;
 
-    for (int turn = 0; turn < 1000 && (n = logged_requests (logpath)) < NR; turn++)
+    for (int turn = 0;
+         turn < 1000 && (n = server_log_count (logpath, server_log_requests)) < NR; turn++)
       if (nbd_poll (h, 10) == -1)
         bail_out ("%s: nbd_poll: %s", what, nbd_get_error ());
     is_int (n, NR, "%s: the server has read all %d requests", what, NR);

@@ -101,23 +101,6 @@ error_prefix_is (const char *name)
   return e && strncmp (e, name, n) == 0 && e[n] == ':' && e[n + 1] == ' ';
 }
 
-/* Count the request lines nbdkit's log filter has written so far. */
-static int
-logged_requests (const char *path)
-{
-  FILE *f = fopen (path, "r");
-  char line[512];
-  int n = 0;
-
-  if (!f)
-    return 0;
-  while (fgets (line, sizeof line, f))
-    if (strstr (line, " Read id=") || strstr (line, " Write id="))
-      n++;
-  fclose (f);
-  return n;
-}
-
 /* Every thread of @pid is stopped (SIGSTOP has taken effect): nothing
  * more can reach the socket. */
 static bool
@@ -260,7 +243,8 @@ aio_killed (bool mid_transfer)
 
     /* Until the server has all 64: each sits in the delay filter.
      * Bounded, not timed. */
-    for (int64_t end = now_ms () + 60000; now_ms () < end && (n = logged_requests (logpath)) < NR;)
+    for (int64_t end = now_ms () + 60000;
+         now_ms () < end && (n = server_log_count (logpath, server_log_requests)) < NR;)
       if (nbd_poll (h, 20) == -1)
         bail_out ("%s: nbd_poll: %s", what, nbd_get_error ());
     is_int (n, NR, "%s: the server has read all %d requests", what, NR);
@@ -387,7 +371,7 @@ killer_thread (void *arg)
   struct killer *k = arg;
 
   for (int64_t end = now_ms () + 60000; !(k->blocked && k->logged) && now_ms () < end;) {
-    k->logged = !k->log || logged_requests (k->log) > 0;
+    k->logged = !k->log || server_log_count (k->log, server_log_requests) > 0;
     k->blocked = k->logged && in_poll (k->caller);
     if (!k->blocked)
       sleep_ms (1);

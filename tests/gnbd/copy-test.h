@@ -194,28 +194,20 @@ ct_map_file (const char *path, guint64 block)
 static inline guint
 ct_log_count (const char *path, const char *word)
 {
-  g_autofree char *text = NULL;
-  g_auto (GStrv) lines = NULL;
-  guint n = 0;
+  const char *words[] = { word, NULL };
 
-  g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
-  lines = g_strsplit (text, "\n", -1);
-  for (guint i = 0; lines[i]; i++)
-    if (strstr (lines[i], word))
-      n++;
-  return n;
+  g_assert_true (g_file_test (path, G_FILE_TEST_EXISTS));
+  return (guint) server_log_count (path, words);
 }
 
-/* Wait (bounded) until @path has exactly @n lines with @word. */
+/* Wait (bounded, woken by the file's writes) until @path has @n lines with
+ * @word; then exactly @n. */
 static inline void
 ct_log_wait (const char *path, const char *word, guint n)
 {
-  gint64 end = g_get_monotonic_time () + GT_WAIT_SECONDS * G_USEC_PER_SEC;
-  guint got;
+  const char *words[] = { word, NULL };
 
-  while ((got = ct_log_count (path, word)) < n && g_get_monotonic_time () < end)
-    g_usleep (20 * 1000);
-  g_assert_cmpuint (got, ==, n);
+  g_assert_cmpint (server_log_wait (path, words, (int) n, GT_WAIT_SECONDS), ==, (int) n);
 }
 
 /* The size of nbdkit's log file @path now: what ct_log_touches may skip. */

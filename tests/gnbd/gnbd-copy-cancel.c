@@ -5,6 +5,8 @@
  * when cancelled (from the progress signal, or from another thread while
  * a sync run blocks); a copy cancelled before it starts writes nothing.
  */
+#include <pthread.h>
+
 #include "copy-test.h"
 
 #define SIZE ((guint64) 64 * CT_MiB)
@@ -109,21 +111,40 @@ test_before_start (void)
   server_stop (&d);
 }
 
+/* pthread's lock and condition: ThreadSanitizer sees them, not GLib's. */
 typedef struct {
   GnbdCopy *copy;
   GCancellable *cancellable;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  gboolean moved;
 } Canceller;
 
-/* Another thread: cancel once bytes-copied moved (read with the getter,
- * which any thread may call). */
+/* In the copy's thread: bytes-copied moved; wake the canceller. */
+static void
+on_copied (GObject *copy, GParamSpec *pspec, gpointer data)
+{
+  Canceller *c = data;
+
+  if (gnbd_copy_get_bytes_copied (GNBD_COPY (copy)) == 0)
+    return;
+  pthread_mutex_lock (&c->lock);
+  c->moved = TRUE;
+  pthread_cond_broadcast (&c->cond);
+  pthread_mutex_unlock (&c->lock);
+}
+
+/* Another thread: cancel once bytes-copied moved (the notification wakes
+ * it; the test's alarm bounds the wait). */
 static gpointer
 canceller (gpointer data)
 {
   Canceller *c = data;
-  gint64 end = g_get_monotonic_time () + GT_WAIT_SECONDS * G_USEC_PER_SEC;
 
-  while (gnbd_copy_get_bytes_copied (c->copy) == 0 && g_get_monotonic_time () < end)
-    g_usleep (5000);
+  pthread_mutex_lock (&c->lock);
+  while (!c->moved)
+    pthread_cond_wait (&c->cond, &c->lock);
+  pthread_mutex_unlock (&c->lock);
   g_cancellable_cancel (c->cancellable);
   return NULL;
 }
@@ -137,7 +158,8 @@ test_sync_from_thread (void)
   g_autofree char *log = g_build_filename (servers_scratch_dir (), "cancel-t.log", NULL);
   g_autofree char *path = g_build_filename (servers_scratch_dir (), "cancel-src.img", NULL);
   g_autoptr (GFile) file = g_file_new_for_path (path);
-  Canceller c = { gnbd_copy_new (), g_cancellable_new () };
+  Canceller c = { gnbd_copy_new (), g_cancellable_new (), PTHREAD_MUTEX_INITIALIZER,
+                  PTHREAD_COND_INITIALIZER, FALSE };
   GnbdClient *dst;
   GThread *thread;
   GError *error = NULL;
@@ -150,6 +172,7 @@ test_sync_from_thread (void)
   dst = ct_client (&d, NULL);
   gnbd_copy_set_source_file (c.copy, file);
   gnbd_copy_set_destination_client (c.copy, dst, NULL);
+  g_signal_connect (c.copy, "notify::bytes-copied", G_CALLBACK (on_copied), &c);
   thread = g_thread_new ("canceller", canceller, &c);
   g_assert_false (gnbd_copy_run (c.copy, c.cancellable, &error));
   gt_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);

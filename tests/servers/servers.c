@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1244,4 +1245,61 @@ char *
 image_create_qcow2 (uint64_t size)
 {
   return image_create ("qcow2", size, NULL);
+}
+
+/* ---- nbdkit's log filter ------------------------------------------------- */
+
+const char *const server_log_requests[] = { " Read id=", " Write id=", NULL };
+
+int
+server_log_count (const char *path, const char *const *words)
+{
+  FILE *f = fopen (path, "r");
+  char line[1024];
+  int n = 0;
+
+  if (!f)
+    return 0;
+  while (fgets (line, sizeof line, f))
+    for (size_t i = 0; words[i]; i++)
+      if (strstr (line, words[i])) {
+        n++;
+        break;
+      }
+  fclose (f);
+  return n;
+}
+
+int
+server_log_wait (const char *path, const char *const *words, int n, unsigned timeout_s)
+{
+  char dir[PATH_MAX];
+  const char *slash = strrchr (path, '/');
+  struct timespec start, now;
+  int fd, got;
+
+  /* The directory, so that the file may not exist yet. */
+  snprintf (dir, sizeof dir, "%.*s", slash ? (int) (slash - path) : 1, slash ? path : ".");
+  fd = inotify_init1 (IN_CLOEXEC | IN_NONBLOCK);
+  if (fd == -1 || inotify_add_watch (fd, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE) == -1) {
+    fprintf (stderr, "servers: inotify on %s: %m\n", dir);
+    abort ();
+  }
+  clock_gettime (CLOCK_MONOTONIC, &start);
+  /* Counted after the watch is set: no write falls between the two. */
+  while ((got = server_log_count (path, words)) < n) {
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    char buf[4096];
+    long left;
+
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    left = (long) timeout_s * 1000 - ((now.tv_sec - start.tv_sec) * 1000 +
+                                      (now.tv_nsec - start.tv_nsec) / 1000000);
+    if (left <= 0 || (poll (&pfd, 1, (int) left) == -1 && errno != EINTR))
+      break;
+    while (read (fd, buf, sizeof buf) > 0)
+      ;
+  }
+  close (fd);
+  return got;
 }

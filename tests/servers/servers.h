@@ -146,4 +146,16 @@ int servers_run (const char *const *argv, unsigned timeout_s);
  */
 int server_pause_control (const char *path, char cmd);
 
+/* nbdkit's log filter (--filter=log logfile=PATH): how many lines of @path
+ * contain one of @words (NULL-terminated); 0 while there is no file. */
+int server_log_count (const char *path, const char *const *words);
+
+/* Wait until server_log_count (@path, @words) reaches @n, waking on each
+ * write to the file (inotify on its directory), not on a clock; at most
+ * @timeout_s seconds, a bound for a broken server.  Returns the count. */
+int server_log_wait (const char *path, const char *const *words, int n, unsigned timeout_s);
+
+/* The log filter's request lines: reads and writes the server has taken. */
+extern const char *const server_log_requests[];
+
 #endif /* GNBD_TESTS_SERVERS_H */
