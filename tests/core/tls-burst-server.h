@@ -687,4 +687,70 @@ burst_server_stalled (struct burst_server *s, int client_fd)
          atomic_load (&s->waiting) && atomic_load (&s->wait_gen) == gen;
 }
 
+/* ---- The client side, shared by the tests (libnbd.h and tap.h first) -- */
+
+static inline const char *
+burst_errmsg (void)
+{
+  const char *e = nbd_get_error ();
+
+  return e ? e : "(no error)";
+}
+
+/* @len bytes of the export's content from @off on. */
+static inline bool
+burst_pattern_at (const unsigned char *buf, size_t len, uint64_t off)
+{
+  for (size_t i = 0; i < len; i++)
+    if (buf[i] != burst_byte (off + i))
+      return false;
+  return true;
+}
+
+/* Completion callbacks counting into a struct burst_count. */
+struct burst_count {
+  int want, done, failed;
+};
+
+static inline int
+burst_count_cb (void *data, int *error)
+{
+  struct burst_count *c = data;
+
+  c->done++;
+  if (*error)
+    c->failed++;
+  return 1;
+}
+
+/* A handle set up for @m's server: TLS required, X.509 or PSK (user
+ * alice), structured replies as @structured; bails out if the core
+ * refuses. */
+static inline struct nbd_handle *
+burst_client_new (const struct tls_material *m, bool psk, bool structured, const char *what)
+{
+  struct nbd_handle *h = nbd_create ();
+
+  if (!h)
+    bail_out ("nbd_create: %s", burst_errmsg ());
+  if (nbd_set_tls (h, LIBNBD_TLS_REQUIRE) == -1 ||
+      (psk ? nbd_set_tls_psk_file (h, m->psk_file) == -1 ||
+             nbd_set_tls_username (h, "alice") == -1
+           : nbd_set_tls_certificates (h, m->client_dir) == -1) ||
+      nbd_set_request_structured_replies (h, structured) == -1)
+    bail_out ("%s: setting up the handle: %s", what, burst_errmsg ());
+  return h;
+}
+
+/* The server sent KeyUpdates and session tickets since it had sent @ku and
+ * @tickets: the session met the messages it is about. */
+static inline void
+burst_check_messages (struct burst_server *s, unsigned ku, unsigned tickets, const char *what)
+{
+  ok (atomic_load (&s->key_updates) > ku, "%s: the server sent KeyUpdates (%u)", what,
+      atomic_load (&s->key_updates) - ku);
+  ok (atomic_load (&s->tickets) > tickets, "%s: the server sent session tickets (%u)", what,
+      atomic_load (&s->tickets) - tickets);
+}
+
 #endif /* GNBD_TESTS_TLS_BURST_SERVER_H */

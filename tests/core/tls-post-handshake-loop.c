@@ -46,14 +46,6 @@ main (void)
 static struct tls_material m;
 static struct burst_server srv;
 
-static const char *
-errmsg (void)
-{
-  const char *e = nbd_get_error ();
-
-  return e ? e : "(no error)";
-}
-
 typedef bool (*done_fn) (struct nbd_handle *h, void *arg);
 
 /* Drive @h with a hand-written poll loop until @done says so; false, with
@@ -76,13 +68,13 @@ drive (struct nbd_handle *h, done_fn done, void *arg, const char *what)
       return true;
     if (nbd_aio_is_dead (h) || nbd_aio_is_closed (h)) {
       diag ("%s: the handle is %s: %s", what, nbd_aio_is_dead (h) ? "dead" : "closed",
-            errmsg ());
+            burst_errmsg ());
       return false;
     }
     fd = nbd_aio_get_fd (h);
     dir = nbd_aio_get_direction (h);
     if (fd < 0 || dir == 0) {
-      diag ("%s: nothing to poll for (fd %d, direction %u): %s", what, fd, dir, errmsg ());
+      diag ("%s: nothing to poll for (fd %d, direction %u): %s", what, fd, dir, burst_errmsg ());
       return false;
     }
     if (server_waited && dir == LIBNBD_AIO_DIRECTION_READ) {
@@ -120,7 +112,7 @@ drive (struct nbd_handle *h, done_fn done, void *arg, const char *what)
     else
       continue;
     if (r == -1) {
-      diag ("%s: notify: %s", what, errmsg ());
+      diag ("%s: notify: %s", what, burst_errmsg ());
       return false;
     }
   }
@@ -138,36 +130,12 @@ is_closed (struct nbd_handle *h, void *arg)
   return nbd_aio_is_closed (h);
 }
 
-struct count {
-  int want, done, failed;
-};
-
 static bool
 all_done (struct nbd_handle *h, void *arg)
 {
-  struct count *c = arg;
+  struct burst_count *c = arg;
 
   return c->done == c->want;
-}
-
-static int
-count_cb (void *data, int *error)
-{
-  struct count *c = data;
-
-  c->done++;
-  if (*error)
-    c->failed++;
-  return 1;
-}
-
-static bool
-pattern_at (const unsigned char *buf, size_t len, uint64_t off)
-{
-  for (size_t i = 0; i < len; i++)
-    if (buf[i] != burst_byte (off + i))
-      return false;
-  return true;
 }
 
 /* @n reads of @len bytes in flight at once, from @off on, every @stride.
@@ -178,7 +146,7 @@ reads (struct nbd_handle **hp, int n, size_t len, uint64_t off, uint64_t stride,
        const char *what)
 {
   unsigned char *buf = malloc ((size_t) n * len);
-  struct count c = { .want = n };
+  struct burst_count c = { .want = n };
   bool good = true;
 
   if (!buf)
@@ -186,9 +154,9 @@ reads (struct nbd_handle **hp, int n, size_t len, uint64_t off, uint64_t stride,
   memset (buf, 0xee, (size_t) n * len);
   for (int i = 0; i < n; i++)
     if (nbd_aio_pread (*hp, buf + (size_t) i * len, len, off + i * stride,
-                       (nbd_completion_callback) { .callback = count_cb, .user_data = &c },
+                       (nbd_completion_callback) { .callback = burst_count_cb, .user_data = &c },
                        0) == -1)
-      bail_out ("%s: aio_pread: %s", what, errmsg ());
+      bail_out ("%s: aio_pread: %s", what, burst_errmsg ());
   if (!ok (drive (*hp, all_done, &c, what), "%s: %d read(s) of %zu bytes complete", what, n,
            len)) {
     nbd_close (*hp);
@@ -197,7 +165,7 @@ reads (struct nbd_handle **hp, int n, size_t len, uint64_t off, uint64_t stride,
   }
   else {
     for (int i = 0; i < n && good; i++)
-      good = pattern_at (buf + (size_t) i * len, len, off + i * stride);
+      good = burst_pattern_at (buf + (size_t) i * len, len, off + i * stride);
     good = is_int (c.failed, 0, "%s: without error", what) && good;
     good = ok (good, "%s: the data is the server's", what) && good;
   }
@@ -208,21 +176,13 @@ reads (struct nbd_handle **hp, int n, size_t len, uint64_t off, uint64_t stride,
 static void
 session (bool psk, bool structured, const char *what)
 {
-  struct nbd_handle *h = nbd_create ();
+  struct nbd_handle *h = burst_client_new (&m, psk, structured, what);
   unsigned ku = atomic_load (&srv.key_updates), tickets = atomic_load (&srv.tickets);
   char step[128];
   int rc;
 
-  if (!h)
-    bail_out ("nbd_create: %s", errmsg ());
-  if (nbd_set_tls (h, LIBNBD_TLS_REQUIRE) == -1 ||
-      (psk ? nbd_set_tls_psk_file (h, m.psk_file) == -1 ||
-             nbd_set_tls_username (h, "alice") == -1
-           : nbd_set_tls_certificates (h, m.client_dir) == -1) ||
-      nbd_set_request_structured_replies (h, structured) == -1)
-    bail_out ("%s: setting up the handle: %s", what, errmsg ());
   rc = nbd_aio_connect_unix (h, srv.sock);
-  if (!is_int (rc, 0, "%s: aio_connect_unix (%s)", what, errmsg ()))
+  if (!is_int (rc, 0, "%s: aio_connect_unix (%s)", what, burst_errmsg ()))
     goto out;
   snprintf (step, sizeof step, "%s: handshake", what);
   if (!ok (drive (h, is_ready, NULL, step), "%s", step))
@@ -245,12 +205,9 @@ session (bool psk, bool structured, const char *what)
     if (!reads (&h, 16, 4096, 40 * 1024 * 1024 + 7, 8192, step))
       goto out;
   }
-  ok (atomic_load (&srv.key_updates) > ku, "%s: the server sent KeyUpdates (%u)", what,
-      atomic_load (&srv.key_updates) - ku);
-  ok (atomic_load (&srv.tickets) > tickets, "%s: the server sent session tickets (%u)", what,
-      atomic_load (&srv.tickets) - tickets);
+  burst_check_messages (&srv, ku, tickets, what);
   rc = nbd_aio_disconnect (h, 0);
-  is_int (rc, 0, "%s: aio_disconnect (%s)", what, errmsg ());
+  is_int (rc, 0, "%s: aio_disconnect (%s)", what, burst_errmsg ());
   snprintf (step, sizeof step, "%s: disconnect", what);
   ok (drive (h, is_closed, NULL, step), "%s", step);
 out:

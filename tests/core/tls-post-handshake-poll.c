@@ -35,38 +35,6 @@ main (void)
 static struct tls_material m;
 static struct burst_server srv;
 
-static const char *
-errmsg (void)
-{
-  const char *e = nbd_get_error ();
-
-  return e ? e : "(no error)";
-}
-
-static bool
-pattern_at (const unsigned char *buf, size_t len, uint64_t off)
-{
-  for (size_t i = 0; i < len; i++)
-    if (buf[i] != burst_byte (off + i))
-      return false;
-  return true;
-}
-
-struct count {
-  int done, failed;
-};
-
-static int
-count_cb (void *data, int *error)
-{
-  struct count *c = data;
-
-  c->done++;
-  if (*error)
-    c->failed++;
-  return 1;
-}
-
 /* Sync reads, small to large, then 16 aio reads in flight under nbd_poll;
  * false once the handle is unusable. */
 static bool
@@ -74,7 +42,7 @@ reads (struct nbd_handle *h, const char *what)
 {
   static const size_t sizes[] = { 1, 512, 4096, 65537, 1024 * 1024, 3 * 1024 * 1024 };
   unsigned char *buf = malloc (3 * 1024 * 1024);
-  struct count c = { 0, 0 };
+  struct burst_count c = { 0 };
   bool good = true;
 
   if (!buf)
@@ -86,9 +54,9 @@ reads (struct nbd_handle *h, const char *what)
 
     memset (buf, 0xee, sizes[i]);
     rc = nbd_pread (h, buf, sizes[i], off, 0);
-    good = is_int (rc, 0, "%s: pread %zu (%s)", what, sizes[i], errmsg ());
+    good = is_int (rc, 0, "%s: pread %zu (%s)", what, sizes[i], burst_errmsg ());
     if (good)
-      ok (pattern_at (buf, sizes[i], off), "%s: pread %zu: the data is the server's", what,
+      ok (burst_pattern_at (buf, sizes[i], off), "%s: pread %zu: the data is the server's", what,
           sizes[i]);
   }
   if (!good) {
@@ -98,16 +66,16 @@ reads (struct nbd_handle *h, const char *what)
   memset (buf, 0xee, 16 * 4096);
   for (int i = 0; i < 16; i++)
     if (nbd_aio_pread (h, buf + i * 4096, 4096, 50 * 1024 * 1024 + 3 + i * 8192,
-                       (nbd_completion_callback) { .callback = count_cb, .user_data = &c },
+                       (nbd_completion_callback) { .callback = burst_count_cb, .user_data = &c },
                        0) == -1)
-      bail_out ("%s: aio_pread: %s", what, errmsg ());
+      bail_out ("%s: aio_pread: %s", what, burst_errmsg ());
   while (c.done < 16 && good) {
     int r = nbd_poll (h, POLL_TIMEOUT_MS);
 
     if (r == 0)
       diag ("%s: nbd_poll: no progress in %d s", what, POLL_TIMEOUT_MS / 1000);
     else if (r == -1)
-      diag ("%s: nbd_poll: %s", what, errmsg ());
+      diag ("%s: nbd_poll: %s", what, burst_errmsg ());
     good = r == 1;
   }
   if (!ok (good, "%s: 16 reads in flight complete under nbd_poll", what)) {
@@ -119,7 +87,7 @@ reads (struct nbd_handle *h, const char *what)
   is_int (c.failed, 0, "%s: without error", what);
   good = true;
   for (int i = 0; i < 16 && good; i++)
-    good = pattern_at (buf + i * 4096, 4096, 50 * 1024 * 1024 + 3 + i * 8192);
+    good = burst_pattern_at (buf + i * 4096, 4096, 50 * 1024 * 1024 + 3 + i * 8192);
   ok (good, "%s: the data is the server's", what);
   free (buf);
   return true;
@@ -128,26 +96,19 @@ reads (struct nbd_handle *h, const char *what)
 static void
 session (bool psk, bool structured, bool opt_mode, const char *what)
 {
-  struct nbd_handle *h = nbd_create ();
+  struct nbd_handle *h = burst_client_new (&m, psk, structured, what);
   unsigned ku = atomic_load (&srv.key_updates), tickets = atomic_load (&srv.tickets);
   int rc;
 
-  if (!h)
-    bail_out ("nbd_create: %s", errmsg ());
-  if (nbd_set_tls (h, LIBNBD_TLS_REQUIRE) == -1 ||
-      (psk ? nbd_set_tls_psk_file (h, m.psk_file) == -1 ||
-             nbd_set_tls_username (h, "alice") == -1
-           : nbd_set_tls_certificates (h, m.client_dir) == -1) ||
-      nbd_set_request_structured_replies (h, structured) == -1 ||
-      nbd_set_opt_mode (h, opt_mode) == -1)
-    bail_out ("%s: setting up the handle: %s", what, errmsg ());
+  if (nbd_set_opt_mode (h, opt_mode) == -1)
+    bail_out ("%s: set_opt_mode: %s", what, burst_errmsg ());
   rc = nbd_connect_unix (h, srv.sock);
-  if (!is_int (rc, 0, "%s: connect_unix (%s)", what, errmsg ()))
+  if (!is_int (rc, 0, "%s: connect_unix (%s)", what, burst_errmsg ()))
     goto out;
   if (opt_mode) {
     ok (nbd_aio_is_negotiating (h), "%s: negotiating after connect", what);
     rc = nbd_opt_go (h);
-    if (!is_int (rc, 0, "%s: opt_go (%s)", what, errmsg ()))
+    if (!is_int (rc, 0, "%s: opt_go (%s)", what, burst_errmsg ()))
       goto out;
   }
   is_int (nbd_get_tls_negotiated (h), 1, "%s: TLS negotiated", what);
@@ -156,12 +117,9 @@ session (bool psk, bool structured, bool opt_mode, const char *what)
   is_int (nbd_get_size (h), BURST_SIZE, "%s: the export's size", what);
   if (!reads (h, what))
     goto out;
-  ok (atomic_load (&srv.key_updates) > ku, "%s: the server sent KeyUpdates (%u)", what,
-      atomic_load (&srv.key_updates) - ku);
-  ok (atomic_load (&srv.tickets) > tickets, "%s: the server sent session tickets (%u)", what,
-      atomic_load (&srv.tickets) - tickets);
+  burst_check_messages (&srv, ku, tickets, what);
   rc = nbd_shutdown (h, 0);
-  is_int (rc, 0, "%s: shutdown (%s)", what, errmsg ());
+  is_int (rc, 0, "%s: shutdown (%s)", what, burst_errmsg ());
 out:
   nbd_close (h);
 }
