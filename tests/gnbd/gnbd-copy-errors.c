@@ -70,69 +70,76 @@ start_pair (struct test_server *src, const char *const *src_extra, struct test_s
   g_ptr_array_unref (a);
 }
 
+/* A copy between the servers @s and @d (started by the test), with a
+ * client for each. */
+typedef struct {
+  struct test_server s, d;
+  GnbdClient *src, *dst;
+  GnbdCopy *copy;
+  GError *error;
+} Pair;
+
+static void
+pair_connect (Pair *p)
+{
+  p->src = ct_client (&p->s, NULL);
+  p->dst = ct_client (&p->d, NULL);
+  p->copy = gnbd_copy_new ();
+  gnbd_copy_set_source_client (p->copy, p->src, NULL);
+  gnbd_copy_set_destination_client (p->copy, p->dst, NULL);
+}
+
+static void
+pair_end (Pair *p)
+{
+  g_clear_error (&p->error);
+  g_object_unref (p->copy);
+  g_object_unref (p->src);
+  g_object_unref (p->dst);
+  if (p->s.pid)
+    server_stop (&p->s);
+  server_stop (&p->d);
+}
+
 /* EIO on 10% of the source's reads (256 reads: P(no error) < 1e-11). */
 static void
 test_source_read (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
   guint64 off;
 
-  start_pair (&s, (const char *[]) { "--filter=error", "error-pread=EIO",
-                                     "error-pread-rate=10%", NULL }, &d, NULL);
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  g_object_set (copy, "request-size", 128 * 1024, NULL);
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_false (ct_run (copy, NULL, &error));
-  gt_assert_error (error, GNBD_ERROR, GNBD_ERROR_IO);
-  off = error_offset (error, "Reading", "source");
+  start_pair (&p.s, (const char *[]) { "--filter=error", "error-pread=EIO",
+                                       "error-pread-rate=10%", NULL }, &p.d, NULL);
+  pair_connect (&p);
+  g_object_set (p.copy, "request-size", 128 * 1024, NULL);
+  g_assert_false (ct_run (p.copy, NULL, &p.error));
+  gt_assert_error (p.error, GNBD_ERROR, GNBD_ERROR_IO);
+  off = error_offset (p.error, "Reading", "source");
   g_assert_cmpuint (off % (128 * 1024), ==, 0);
   g_assert_cmpuint (off, <, SIZE);
-  g_assert_cmpuint (gnbd_copy_get_bytes_copied (copy), <=, off);
-  check_prefix (copy, dst);
-
-  g_clear_error (&error);
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&s);
-  server_stop (&d);
+  g_assert_cmpuint (gnbd_copy_get_bytes_copied (p.copy), <=, off);
+  check_prefix (p.copy, p.dst);
+  pair_end (&p);
 }
 
 /* EIO on 10% of the destination's writes. */
 static void
 test_destination_write (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
   guint64 off;
 
-  start_pair (&s, NULL, &d, (const char *[]) { "--filter=error", "error-pwrite=EIO",
-                                               "error-pwrite-rate=10%", NULL });
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  g_object_set (copy, "request-size", 128 * 1024, NULL);
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_false (ct_run (copy, NULL, &error));
-  gt_assert_error (error, GNBD_ERROR, GNBD_ERROR_IO);
-  off = error_offset (error, "Writing", "destination");
+  start_pair (&p.s, NULL, &p.d, (const char *[]) { "--filter=error", "error-pwrite=EIO",
+                                                   "error-pwrite-rate=10%", NULL });
+  pair_connect (&p);
+  g_object_set (p.copy, "request-size", 128 * 1024, NULL);
+  g_assert_false (ct_run (p.copy, NULL, &p.error));
+  gt_assert_error (p.error, GNBD_ERROR, GNBD_ERROR_IO);
+  off = error_offset (p.error, "Writing", "destination");
   g_assert_cmpuint (off % (128 * 1024), ==, 0);
-  g_assert_cmpuint (gnbd_copy_get_bytes_copied (copy), <=, off);
-  check_prefix (copy, dst);
-
-  g_clear_error (&error);
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&s);
-  server_stop (&d);
+  g_assert_cmpuint (gnbd_copy_get_bytes_copied (p.copy), <=, off);
+  check_prefix (p.copy, p.dst);
+  pair_end (&p);
 }
 
 /* The destination fails every zero request: a hole of the source fails
@@ -140,38 +147,23 @@ test_destination_write (void)
 static void
 test_destination_zero (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
+  GBytes *b = gt_pattern (4 * CT_MiB, 3);
 
   /* The source: data, then holes from 4 MiB on (nbdkit memory, written
    * here). */
-  gt_start_nbdkit (&s, (const char *[]) { "memory", "size=8M", NULL });
-  gt_start_nbdkit (&d, (const char *[]) { "--filter=error", "memory", "size=8M",
-                                          "error-zero=ENOSPC", "error-zero-rate=100%", NULL });
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  {
-    GBytes *b = gt_pattern (4 * CT_MiB, 3);
-
-    g_assert_true (gnbd_client_pwrite (src, b, 0, GNBD_COMMAND_FLAG_NONE, NULL, &error));
-    g_assert_no_error (error);
-    g_bytes_unref (b);
-  }
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_false (ct_run (copy, NULL, &error));
-  gt_assert_error (error, GNBD_ERROR, GNBD_ERROR_NO_SPACE);
-  g_assert_cmpuint (error_offset (error, "Zeroing", "destination"), >=, 4 * CT_MiB);
-  g_assert_cmpuint (gnbd_copy_get_bytes_copied (copy), <=, 4 * CT_MiB);
-
-  g_clear_error (&error);
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&s);
-  server_stop (&d);
+  gt_start_nbdkit (&p.s, (const char *[]) { "memory", "size=8M", NULL });
+  gt_start_nbdkit (&p.d, (const char *[]) { "--filter=error", "memory", "size=8M",
+                                            "error-zero=ENOSPC", "error-zero-rate=100%", NULL });
+  pair_connect (&p);
+  g_assert_true (gnbd_client_pwrite (p.src, b, 0, GNBD_COMMAND_FLAG_NONE, NULL, &p.error));
+  g_assert_no_error (p.error);
+  g_bytes_unref (b);
+  g_assert_false (ct_run (p.copy, NULL, &p.error));
+  gt_assert_error (p.error, GNBD_ERROR, GNBD_ERROR_NO_SPACE);
+  g_assert_cmpuint (error_offset (p.error, "Zeroing", "destination"), >=, 4 * CT_MiB);
+  g_assert_cmpuint (gnbd_copy_get_bytes_copied (p.copy), <=, 4 * CT_MiB);
+  pair_end (&p);
 }
 
 /* Reads fail from 8 MiB on: one request at a time, the offset named is
@@ -179,28 +171,23 @@ test_destination_zero (void)
 static void
 test_exact_offset (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
   g_autofree char *size_arg = g_strdup_printf ("size=%" G_GUINT64_FORMAT, SIZE);
   g_autofree char *expected = NULL, *sum = NULL;
 
-  gt_start_nbdkit (&s, (const char *[]) {
+  gt_start_nbdkit (&p.s, (const char *[]) {
       "eval", "get_size=echo 33554432",
       "pread=if [ $4 -ge 8388608 ]; then echo 'EIO injected' >&2; exit 1; fi; "
       "head -c $3 /dev/zero | tr '\\0' 'a'", NULL });
-  gt_start_nbdkit (&d, (const char *[]) { "memory", size_arg, NULL });
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  g_object_set (copy, "request-size", 1024 * 1024, "requests", 1, "use-extents", FALSE, NULL);
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_false (gnbd_copy_run (copy, NULL, &error));
-  gt_assert_error (error, GNBD_ERROR, GNBD_ERROR_IO);
-  g_assert_cmpuint (error_offset (error, "Reading", "source"), ==, 8 * CT_MiB);
-  g_assert_cmpuint (gnbd_copy_get_bytes_copied (copy), ==, 8 * CT_MiB);
-  g_assert_cmpuint (gnbd_copy_get_bytes_total (copy), ==, SIZE);
+  gt_start_nbdkit (&p.d, (const char *[]) { "memory", size_arg, NULL });
+  pair_connect (&p);
+  g_object_set (p.copy, "request-size", 1024 * 1024, "requests", 1, "use-extents", FALSE,
+                NULL);
+  g_assert_false (gnbd_copy_run (p.copy, NULL, &p.error));
+  gt_assert_error (p.error, GNBD_ERROR, GNBD_ERROR_IO);
+  g_assert_cmpuint (error_offset (p.error, "Reading", "source"), ==, 8 * CT_MiB);
+  g_assert_cmpuint (gnbd_copy_get_bytes_copied (p.copy), ==, 8 * CT_MiB);
+  g_assert_cmpuint (gnbd_copy_get_bytes_total (p.copy), ==, SIZE);
   {
     guint8 *a = g_malloc (8 * CT_MiB);
     GChecksum *c = g_checksum_new (G_CHECKSUM_SHA256);
@@ -211,15 +198,9 @@ test_exact_offset (void)
     g_checksum_free (c);
     g_free (a);
   }
-  sum = ct_sum_client (dst, 8 * CT_MiB);
+  sum = ct_sum_client (p.dst, 8 * CT_MiB);
   g_assert_cmpstr (sum, ==, expected);
-
-  g_clear_error (&error);
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&s);
-  server_stop (&d);
+  pair_end (&p);
 }
 
 /* The source cannot say where its holes are: the copy reads everything
@@ -227,28 +208,17 @@ test_exact_offset (void)
 static void
 test_extents_refused (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
   g_autofree char *expected = ct_sum_pattern (SIZE), *sum = NULL;
 
-  start_pair (&s, (const char *[]) { "--filter=error", "error-extents=EIO",
-                                     "error-extents-rate=100%", NULL }, &d, NULL);
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_true (ct_run (copy, NULL, &error));
-  g_assert_no_error (error);
-  sum = ct_sum_client (dst, SIZE);
+  start_pair (&p.s, (const char *[]) { "--filter=error", "error-extents=EIO",
+                                       "error-extents-rate=100%", NULL }, &p.d, NULL);
+  pair_connect (&p);
+  g_assert_true (ct_run (p.copy, NULL, &p.error));
+  g_assert_no_error (p.error);
+  sum = ct_sum_client (p.dst, SIZE);
   g_assert_cmpstr (sum, ==, expected);
-
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&s);
-  server_stop (&d);
+  pair_end (&p);
 }
 
 static void
@@ -265,30 +235,19 @@ on_progress_kill (GnbdCopy *copy, guint64 copied, guint64 total, gpointer data)
 static void
 test_source_killed (void)
 {
-  struct test_server s = { 0 }, d = { 0 };
-  GnbdClient *src, *dst;
-  GnbdCopy *copy = gnbd_copy_new ();
-  GError *error = NULL;
+  Pair p = { 0 };
 
   /* Slow enough to be mid-copy at the first progress signal. */
-  start_pair (&s, (const char *[]) { "--filter=rate", "rate=8M", "burstiness=0.1", NULL }, &d,
-              NULL);
-  src = ct_client (&s, NULL);
-  dst = ct_client (&d, NULL);
-  g_signal_connect (copy, "progress", G_CALLBACK (on_progress_kill), &s);
-  gnbd_copy_set_source_client (copy, src, NULL);
-  gnbd_copy_set_destination_client (copy, dst, NULL);
-  g_assert_false (ct_run (copy, NULL, &error));
-  g_assert_true (error->domain == G_IO_ERROR ||
-                 g_error_matches (error, GNBD_ERROR, GNBD_ERROR_SHUTDOWN));
-  error_offset (error, "Reading", "source");
-  check_prefix (copy, dst);
-
-  g_clear_error (&error);
-  g_object_unref (copy);
-  g_object_unref (src);
-  g_object_unref (dst);
-  server_stop (&d);
+  start_pair (&p.s, (const char *[]) { "--filter=rate", "rate=8M", "burstiness=0.1", NULL },
+              &p.d, NULL);
+  pair_connect (&p);
+  g_signal_connect (p.copy, "progress", G_CALLBACK (on_progress_kill), &p.s);
+  g_assert_false (ct_run (p.copy, NULL, &p.error));
+  g_assert_true (p.error->domain == G_IO_ERROR ||
+                 g_error_matches (p.error, GNBD_ERROR, GNBD_ERROR_SHUTDOWN));
+  error_offset (p.error, "Reading", "source");
+  check_prefix (p.copy, p.dst);
+  pair_end (&p);
 }
 
 /* Mistakes before anything is copied. */
