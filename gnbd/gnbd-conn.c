@@ -81,7 +81,8 @@ struct _GnbdConn {
   gint sync_driver;             /* atomic: a sync caller reads the socket */
   gint reader_passive;          /* atomic: the I/O thread's last poll did not */
   GSource *home;                /* the home reader, until teardown */
-  GMainContext *home_context;   /* its context (a reference), for good */
+  GMainContext *home_context;   /* its context (a reference), set once under
+                                 * the lock, read without it (atomic) */
   gint home_active;             /* atomic: the home reader polls */
   gint home_off;                /* atomic: shutting down: no standing back */
   gint foreign;                 /* atomic: async requests of other contexts,
@@ -1013,14 +1014,18 @@ static GSourceFuncs home_funcs = {
 static gboolean
 home_for (GnbdConn *conn, GMainContext *context)
 {
+  GMainContext *known = g_atomic_pointer_get (&conn->home_context);
   GSource *source = NULL;
   gboolean home;
 
+  /* Set once, for good: after the first request no lock is needed. */
+  if (known)
+    return known == context;
   pthread_mutex_lock (&conn->lock);
   if (!conn->home_context && !conn->torn_down) {
     HomeSource *h;
 
-    conn->home_context = g_main_context_ref (context);
+    g_atomic_pointer_set (&conn->home_context, g_main_context_ref (context));
     source = g_source_new (&home_funcs, sizeof (HomeSource));
     h = (HomeSource *) source;
     h->conn = gnbd_conn_ref (conn);
