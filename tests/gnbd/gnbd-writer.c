@@ -10,7 +10,13 @@
  * kills the connection, every write gets its payload back and fails, every
  * read fails, all in G_IO_ERROR, and `closed` comes with a G_IO_ERROR.  The
  * same without the writer, where the I/O thread's own send fails.
+ *
+ * And the writer asks for a bigger send buffer on a Unix socket, so that a
+ * 256 KiB write and its header leave in one send.
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "gnbd-test.h"
 
 #include "gnbd-conn-private.h"
@@ -126,11 +132,76 @@ test_reply_before_release (void)
   server_stop (&s);
 }
 
+/* This process's socket connected to @path, found among its fds. */
+static int
+unix_fd_to (const char *path)
+{
+  g_autoptr (GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+  const char *name;
+  int found = -1;
+
+  g_assert_nonnull (dir);
+  while ((name = g_dir_read_name (dir))) {
+    struct sockaddr_un peer;
+    socklen_t len = sizeof peer;
+    int fd = atoi (name);
+
+    if (getpeername (fd, (struct sockaddr *) &peer, &len) == 0 && peer.sun_family == AF_UNIX &&
+        len > offsetof (struct sockaddr_un, sun_path) && strcmp (peer.sun_path, path) == 0) {
+      g_assert_cmpint (found, ==, -1);
+      found = fd;
+    }
+  }
+  g_assert_cmpint (found, !=, -1);
+  return found;
+}
+
+static int
+send_buffer (int fd)
+{
+  int v = 0;
+  socklen_t len = sizeof v;
+
+  g_assert_cmpint (getsockopt (fd, SOL_SOCKET, SO_SNDBUF, &v, &len), ==, 0);
+  return v;
+}
+
+/* The kernel's default (net.core.wmem_default, 208 KiB) holds less than a
+ * 256 KiB write; the writer's socket must hold one, header included, and
+ * more than an untouched socket. */
+static void
+test_unix_send_buffer (void)
+{
+  struct test_server s;
+  const char *args[] = { "memory", "1M", NULL };
+  g_autoptr (GBytes) payload = gt_pattern (4096, 3);
+  GError *error = NULL;
+  GnbdClient *c;
+  int pair[2], fresh, tuned;
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, pair), ==, 0);
+  fresh = send_buffer (pair[0]);
+  close (pair[0]);
+  close (pair[1]);
+
+  gt_start_nbdkit (&s, args);
+  c = gt_client_unix (&s, TRUE);
+  g_assert_true (gnbd_client_pwrite (c, payload, 0, GNBD_COMMAND_FLAG_NONE, NULL, &error));
+  g_assert_no_error (error);
+  tuned = send_buffer (unix_fd_to (s.sock));
+  g_test_message ("send buffer: %d bytes (an untouched socket's: %d)", tuned, fresh);
+  g_assert_cmpint (tuned, >, fresh);
+  g_assert_cmpint (tuned, >=, 256 * 1024 + 32);
+  g_object_unref (c);
+  server_stop (&s);
+}
+
 int
 main (int argc, char **argv)
 {
   gt_init (&argc, &argv, 600);
   g_test_add_func ("/writer/reply-before-release", test_reply_before_release);
+  g_test_add_func ("/writer/unix-send-buffer", test_unix_send_buffer);
   g_test_add_data_func ("/writer/server-killed/writer", GINT_TO_POINTER (1),
                         test_server_killed);
   g_test_add_data_func ("/writer/server-killed/no-writer", GINT_TO_POINTER (0),
