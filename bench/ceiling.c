@@ -9,7 +9,10 @@
  *
  *   ceiling [--transport unix|tcp] --connect SOCKET|HOST:PORT
  *           [--workload randread|randwrite|seqread|seqwrite]
- *           [--bs SIZE] [--qd N] [--duration SECONDS]
+ *           [--bs SIZE] [--qd N] [--duration SECONDS | --total BYTES]
+ *
+ * --total moves that many bytes, however long it takes (bench/copy.py
+ * pumps as much as its copies move).
  *
  * --transport tcp connects to HOST:PORT (the sink server on 127.0.0.1)
  * and sets TCP_NODELAY, as the libraries do.
@@ -90,6 +93,7 @@ main (int argc, char *argv[])
   uint32_t bs = 4096;
   int qd = 64;
   double duration = 1.0;
+  uint64_t total_bytes = 0, issued = 0;
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   unsigned char greet[18], info[10];
   struct nbd_option_hdr oh;
@@ -126,6 +130,8 @@ main (int argc, char *argv[])
       qd = atoi (argv[i + 1]);
     else if (!strcmp (argv[i], "--duration"))
       duration = atof (argv[i + 1]);
+    else if (!strcmp (argv[i], "--total"))
+      total_bytes = strtoull (argv[i + 1], NULL, 0);
     else
       goto usage;
   }
@@ -201,8 +207,15 @@ main (int argc, char *argv[])
 
     /* Refill: every free slot gets a new request, queued to send. */
     while (issuing && nfree > 0) {
-      int i = free_slots[--nfree];
+      int i;
       uint64_t off;
+
+      if (total_bytes && issued >= total_bytes) {
+        issuing = false;
+        break;
+      }
+      issued += bs;
+      i = free_slots[--nfree];
 
       if (random) {
         rng ^= rng >> 12;
@@ -355,7 +368,7 @@ main (int argc, char *argv[])
       if ((size_t) n < asked)
         break;                  /* drained */
     }
-    if (issuing && now () >= deadline)
+    if (issuing && !total_bytes && now () >= deadline)
       issuing = false;
   }
 
@@ -371,6 +384,6 @@ main (int argc, char *argv[])
 
 usage:
   fprintf (stderr, "usage: ceiling [--transport unix|tcp] --connect SOCKET|HOST:PORT "
-                   "[--workload W] [--bs SIZE] [--qd N] [--duration SECONDS]\n");
+                   "[--workload W] [--bs SIZE] [--qd N] [--duration SECONDS | --total BYTES]\n");
   return 2;
 }

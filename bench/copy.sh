@@ -21,6 +21,6 @@ if [[ -f $build/build.ninja ]]; then
 else
   meson setup "$build" --buildtype=release -Dtests=false -Dgnbd=enabled >/dev/null
 fi
-ninja -C "$build" tools/gnbd >/dev/null
+ninja -C "$build" tools/gnbd bench/ceiling >/dev/null
 
 BENCH_BUILD=$(realpath "$build") exec python3 bench/copy.py "$@"

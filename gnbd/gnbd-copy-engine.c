@@ -807,6 +807,9 @@ gnbd_copy_engine_run (const GnbdSideSpec *source, const GnbdSideSpec *destinatio
   e->task = g_object_ref (task);
   e->context = g_main_context_ref_thread_default ();
   e->params = *params;
+  /* 0: as many connections as CPUs, up to 4 (GnbdCopy:connections). */
+  if (e->params.connections == 0)
+    e->params.connections = CLAMP (g_get_num_processors (), 1, 4);
   e->progress = progress;
   e->progress_data = progress_data;
   e->cancel = g_cancellable_new ();
@@ -822,6 +825,7 @@ gnbd_copy_engine_run (const GnbdSideSpec *source, const GnbdSideSpec *destinatio
     e->cancel_handler = g_cancellable_connect (user_cancel, G_CALLBACK (on_user_cancel),
                                                g_object_ref (e->cancel), g_object_unref);
   }
-  gnbd_side_open (e->src, FALSE, 0, MIN (FILE_THREADS_MAX, params->requests * params->connections),
+  gnbd_side_open (e->src, FALSE, 0,
+                  MIN (FILE_THREADS_MAX, e->params.requests * e->params.connections),
                   &op_new (e, OP_OPEN, e->src, NULL)->op);
 }

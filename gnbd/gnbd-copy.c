@@ -677,9 +677,15 @@ gnbd_copy_class_init (GnbdCopyClass *klass)
    * and streams do not limit it (a stream is still read or written in
    * order).  Each connection has [property@Copy:requests] requests in
    * flight.
+   *
+   * 0, the default, means as many as the machine has CPUs, at most 4: what
+   * nbdcopy's default works out to.  On one machine with the servers, more
+   * connections than CPUs only make the servers' threads contend: the copy
+   * gets slower, not faster (bench/RESULTS.md).  A server elsewhere may
+   * gain from more; set them.
    */
   properties[PROP_CONNECTIONS] =
-    g_param_spec_uint ("connections", NULL, NULL, 1, 64, 4, rw);
+    g_param_spec_uint ("connections", NULL, NULL, 0, 64, 0, rw);
 
   /**
    * GnbdCopy:sparse:
@@ -774,7 +780,7 @@ gnbd_copy_init (GnbdCopy *self)
 {
   self->params.request_size = 256 * 1024;
   self->params.requests = 64;
-  self->params.connections = 4;
+  self->params.connections = 0;        /* as many as CPUs, up to 4 */
   self->params.sparse = 4096;
   self->params.use_extents = TRUE;
 }

@@ -30,7 +30,8 @@ static const char usage[] =
   "\n"
   "Options:\n"
   "  -C, --connections=N      connections to each NBD side when both allow\n"
-  "                           multi-conn (default 4; a [ CMD ] side has one)\n"
+  "                           multi-conn (default: the CPUs, at most 4; a\n"
+  "                           [ CMD ] side has one)\n"
   "  -R, --requests=N         requests in flight per connection (default 64)\n"
   "      --request-size=SIZE  largest read or write (default 256K, at most 32M)\n"
   "  -S, --sparse=SIZE        blocks of zeroes this large are not written as\n"
@@ -409,6 +410,8 @@ gt_copy_main (int argc, char **argv)
     describe_side ("destination", &sides[1]);
     g_object_get (copy, "connections", &connections, "requests", &requests, "request-size",
                   &request_size, "sparse", &sparse, "use-extents", &extents, NULL);
+    if (connections == 0)       /* the default: GnbdCopy's rule */
+      connections = CLAMP (g_get_num_processors (), 1, 4);
     g_printerr ("%s: up to %u connections, %u requests in flight on each, of up to %u bytes; "
                 "zero detection in blocks of %u bytes (0: off); source extents %s\n", gt_prog,
                 connections, requests, request_size, sparse, extents ? "used" : "ignored");

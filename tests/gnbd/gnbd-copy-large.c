@@ -40,6 +40,7 @@ test_gibibyte (void)
   dst = ct_client (&mem, &mem_uri);
 
   copy = gnbd_copy_new ();
+  g_object_set (copy, "connections", 4, NULL);
   gnbd_copy_set_source_client (copy, src, pattern_uri);
   gnbd_copy_set_destination_client (copy, dst, mem_uri);
   run (copy, FALSE);

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """tools-copy-multiconn: -C/--connections.  nbdkit's log filter counts the
 connections each side got: 4 with -C 4 when both advertise multi-conn,
-1 with -C 1, 1 when either side does not advertise it, 1 for a [ CMD ]
+as many as the CPUs (at most 4) with no -C, 1 with -C 1, 1 when either side does not advertise it, 1 for a [ CMD ]
 side; the copies are checked by checksum."""
+import os
 import re
 
 import tooltest as t
@@ -20,6 +21,8 @@ n = 0
 for opts, dst_filter, want_src, want_dst, what in (
         (["-C", "4"], [], 4, 4, "-C 4, both multi-conn"),
         (["--connections=1"], [], 1, 1, "-C 1"),
+        ([], [], min(4, len(os.sched_getaffinity(0))), min(4, len(os.sched_getaffinity(0))),
+         "the default: as many as the CPUs, at most 4"),
         (["-C", "4"], ["--filter=multi-conn", "multi-conn-mode=disable"], 1, 1,
          "-C 4, destination without multi-conn")):
     n += 1
