@@ -254,6 +254,7 @@ struct nbd_handle {
   struct command *rcmd;
   char *rdst;                   /* NULL: discard */
   uint64_t rremain;
+  bool rhdr_only;               /* the next recv asks for one reply's header */
   uint16_t rtype, rflags;
   uint32_t rlen;                /* length of the payload being gathered */
   uint32_t rlen_data;           /* length of the data in an OFFSET_DATA chunk */

@@ -588,16 +588,32 @@ nbd_internal_recv_replies (struct nbd_handle *h)
       if (n > 0) {
         h->rdst += n;
         h->rremain -= n;
-        if (h->rremain == 0)
+        if (h->rremain == 0) {
           data_done (h);
+          /* Replies to big reads tend to come in runs: receive the next
+           * one's header alone, so that its payload goes straight to its
+           * buffer too, not partly into rbuf and then copied (up to
+           * RBUF_SIZE of it).  The same number of recv(2) calls for a
+           * run of big reads; one more after the last one.  Not under TLS,
+           * whose records are copied out of GnuTLS's buffer anyway. */
+          h->rhdr_only = !h->tls_conn;
+        }
       }
     }
     else {
       asked = RBUF_SIZE - h->rend;
+      if (h->rhdr_only && h->rstate == R_HDR && h->rhdr_len == 0 && h->rstart == h->rend) {
+        /* A read's data: a structured header and the chunk's offset, or
+         * a simple reply's header. */
+        asked = h->sr ? sizeof (struct nbd_structured_reply) + 8
+                      : sizeof (struct nbd_simple_reply);
+      }
       n = h->tls_conn ? nbd_internal_tls_recv (h, h->rbuf + h->rend, asked)
                       : recv (h->fd, h->rbuf + h->rend, asked, 0);
-      if (n > 0)
+      if (n > 0) {
         h->rend += n;
+        h->rhdr_only = false;
+      }
     }
     if (n == 0)
       return eof (h);

@@ -1,5 +1,5 @@
-/* unit-hot-path: white-box proof of two claims of lib/issue.c, against a
- * real nbdkit:
+/* unit-hot-path: white-box proof of three claims of lib/issue.c and
+ * lib/reply.c, against a real nbdkit:
  *  - many requests per sendmsg(2): a burst of 64 aio requests (reads, and
  *    writes with their payloads) leaves in at most 4 sendmsg calls, one of
  *    them carrying at least 32 requests (the first request goes alone, for
@@ -8,10 +8,15 @@
  *    requests (aio bursts of reads, writes, flushes and block status with
  *    structured replies; sync reads and writes) make no call at all to
  *    malloc, calloc, realloc, strdup, strndup, asprintf or vasprintf from
- *    the library, and the command pool stays at the burst's size.
+ *    the library, and the command pool stays at the burst's size;
+ *  - big read payloads go straight into their buffers: of a run of 16
+ *    reads of 256 KiB, at most the first reply's payload is received into
+ *    the library's own buffer and copied from there (RBUF_SIZE at most),
+ *    because after a big payload the next reply's header is received
+ *    alone.
  *
  * The program links the library's objects itself (libnbd_core_internal_dep)
- * with -Wl,--wrap for sendmsg and those allocators (tests/core/meson.build),
+ * with -Wl,--wrap for sendmsg, recv and those allocators (tests/core/meson.build),
  * so every such call the library makes comes through the counters here.
  * Allocations inside libc or GnuTLS are out of sight, as are the
  * sanitizers' own; nothing on this path calls them (a plain Unix socket).
@@ -39,6 +44,7 @@ static atomic_bool counting;
 static atomic_uint allocs, sendmsgs, requests, max_batch;
 
 ssize_t __real_sendmsg (int fd, const struct msghdr *msg, int flags);
+ssize_t __real_recv (int fd, void *buf, size_t len, int flags);
 void *__real_malloc (size_t n);
 void *__real_calloc (size_t n, size_t size);
 void *__real_realloc (void *p, size_t n);
@@ -47,6 +53,7 @@ char *__real_strndup (const char *s, size_t n);
 int __real_vasprintf (char **strp, const char *fmt, va_list ap);
 
 ssize_t __wrap_sendmsg (int fd, const struct msghdr *msg, int flags);
+ssize_t __wrap_recv (int fd, void *buf, size_t len, int flags);
 void *__wrap_malloc (size_t n);
 void *__wrap_calloc (size_t n, size_t size);
 void *__wrap_realloc (void *p, size_t n);
@@ -147,6 +154,23 @@ __wrap_asprintf (char **strp, const char *fmt, ...)
   return r;
 }
 
+/* The big reads' buffers, and the bytes received straight into them. */
+#define BIG (256 * 1024)
+#define BIG_RUN 16
+static char big[BIG_RUN][BIG];
+static atomic_size_t direct;
+
+ssize_t
+__wrap_recv (int fd, void *buf, size_t len, int flags)
+{
+  ssize_t r = __real_recv (fd, buf, len, flags);
+
+  if (r > 0 && atomic_load (&counting) && (char *) buf >= big[0] &&
+      (char *) buf < big[0] + sizeof big)
+    atomic_fetch_add (&direct, (size_t) r);
+  return r;
+}
+
 static void
 start_counting (void)
 {
@@ -154,6 +178,7 @@ start_counting (void)
   atomic_store (&sendmsgs, 0);
   atomic_store (&requests, 0);
   atomic_store (&max_batch, 0);
+  atomic_store (&direct, 0);
   atomic_store (&counting, true);
 }
 
@@ -285,6 +310,28 @@ main (void)
   batching (h, READS, 512, "64 reads");
   /* With payloads: two iovecs each, 33 KiB in all, which the socket takes. */
   batching (h, WRITES, 512, "64 writes of 512 bytes");
+
+  /* A run of big reads, all in flight at once. */
+  {
+    struct done d = { 0 };
+    size_t copied;
+
+    start_counting ();
+    for (int i = 0; i < BIG_RUN; i++)
+      if (nbd_aio_pread (h, big[i], BIG, (uint64_t) i * BIG,
+                         (nbd_completion_callback) { .callback = done_cb, .user_data = &d },
+                         0) == -1)
+        bail_out ("big read %d: %s", i, nbd_get_error ());
+    for (int i = 0; i < 10000 && d.calls < BIG_RUN; i++)
+      if (nbd_poll (h, 10000) == -1)
+        bail_out ("nbd_poll: %s", nbd_get_error ());
+    atomic_store (&counting, false);
+    is_uint (d.calls - d.errors, BIG_RUN, "%d reads of 256 KiB done", BIG_RUN);
+    copied = sizeof big - atomic_load (&direct);
+    ok (copied <= RBUF_SIZE,
+        "%zu of their %zu payload bytes copied from the library's buffer (at most %d)", copied,
+        sizeof big, RBUF_SIZE);
+  }
 
   /* Warm up: the pool, the reply buffers, each command kind once. */
   if (traffic (h) != want)
