@@ -16,7 +16,7 @@
  *         [--transport unix|tcp] [--conns N]
  *         [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]
  *         [--qd N] [--read-pct P] [--duration SECONDS | --requests N]
- *         [--writer | --zero-copy] [--export-size SIZE] [--sink PATH]
+ *         [--writer | --zero-copy] [--no-batch] [--export-size SIZE] [--sink PATH]
  *
  * --writer (libnbd-core only) sends through nbd_set_concurrent_writer: the
  * callback copies every byte into a ring and a writer thread of ours writes
@@ -26,7 +26,12 @@
  * (flags 0) into a byte ring and queues a reference to each lent write
  * payload (LIBNBD_WRITER_LENT); the thread sends both with one writev(2)
  * across many ring entries and gives the lent bytes back with
- * nbd_concurrent_writer_release once sent.  Either writer is set before
+ * nbd_concurrent_writer_release once sent.  Both writers batch (the
+ * documented pattern, docs/concurrent-writer.md): the loop that issues a
+ * burst sends what it queued itself at the burst's end, one non-blocking
+ * sendmsg, and the writer thread only gets what the socket did not take;
+ * --no-batch wakes the thread for every request instead (the pattern
+ * before).  Either writer is set before
  * connecting, and its thread asks nbd_aio_get_fd for the socket itself
  * when it first has bytes to send: that call takes no lock, so it answers
  * even while nbd_connect_* holds the handle waiting for the handshake
@@ -79,9 +84,9 @@
 
 #define MIB (1024.0 * 1024.0)
 
-enum workload { W_RANDREAD, W_RANDWRITE, W_SEQREAD, W_SEQWRITE, W_MIXED };
+enum workload { W_RANDREAD, W_RANDWRITE, W_SEQREAD, W_SEQWRITE, W_MIXED, W_COPY };
 static const char *const workload_names[] = {
-  "randread", "randwrite", "seqread", "seqwrite", "mixed",
+  "randread", "randwrite", "seqread", "seqwrite", "mixed", "copy",
 };
 
 enum transport { T_UNIX, T_TCP };
@@ -90,6 +95,7 @@ enum writer_mode { WR_NONE, WR_COPY, WR_ZERO_COPY };
 struct options {
   const char *server;           /* sink, memory, null; NULL with --connect */
   const char *connect;
+  const char *source;           /* copy: the source's Unix socket */
   const char *sink_path;
   enum transport transport;
   int conns;                    /* handles to the export, one per thread */
@@ -348,6 +354,11 @@ start_server (const struct options *o)
 
 /* ---- The concurrent writer: a ring and a thread ------------------------ */
 
+static bool batches = true;     /* --no-batch turns them off: see ring_batch_end */
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+static _Thread_local bool in_batch;
+#endif
+
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
 struct ring {
   unsigned char *buf;
@@ -358,14 +369,43 @@ struct ring {
   _Atomic bool eof;             /* writer (NULL, 0): end of stream */
   _Atomic bool overflow;
   _Atomic bool stop;
+  _Atomic bool busy;            /* one sender at a time: the thread or a batch's end */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   struct nbd_handle *h;
   int fd;                       /* -1 until the thread first has bytes to send */
+  _Atomic int batch_fd;         /* the fd once known, for the batches' ends */
   pthread_t thread;
-  _Atomic uint64_t writes;      /* writev calls */
+  _Atomic uint64_t writes;      /* writev calls, the thread's and the batches' */
   _Atomic uint64_t wakeups;     /* sleeps ended */
 };
+
+/* Batches (--batch): the thread that issues a burst of requests queues
+ * their bytes without waking the writer thread, then, at the end of the
+ * burst (before it waits for replies), sends them itself: one
+ * non-blocking sendmsg for the lot, from the thread that has them in its
+ * cache.  Only what the socket does not take goes to the writer thread.
+ * So the hand-off to the writer thread is paid only when the socket is
+ * full (big writes, where the overlap pays), never per request.  Bytes
+ * queued outside a batch (sync calls, the handshake) wake the thread as
+ * before. */
+
+/* Claim the right to send: the writer thread and a batch's end take
+ * turns (each sends without blocking, so the wait is short). */
+static bool
+sender_try_claim (_Atomic bool *busy)
+{
+  bool idle = false;
+
+  return atomic_compare_exchange_strong (busy, &idle, true);
+}
+
+static void
+sender_claim (_Atomic bool *busy)
+{
+  while (!sender_try_claim (busy))
+    sched_yield ();
+}
 
 /* The socket, from the writer thread, when it first needs it:
  * nbd_aio_get_fd takes no lock, so this may run at any moment, also while
@@ -374,9 +414,11 @@ struct ring {
 static bool
 writer_fd (struct nbd_handle *h, int *fd)
 {
-  if (*fd < 0 && (*fd = nbd_aio_get_fd (h)) == -1) {
-    nbd_concurrent_writer_error (h, ENOTCONN);
-    return false;
+  if (*fd < 0) {
+    if ((*fd = nbd_aio_get_fd (h)) == -1) {
+      nbd_concurrent_writer_error (h, ENOTCONN);
+      return false;
+    }
   }
   return true;
 }
@@ -421,6 +463,66 @@ ring_enqueue (void *data, const void *buf, size_t len)
   memcpy (r->buf + off, buf, first);
   memcpy (r->buf, (const char *) buf + first, len - first);
   atomic_store (&r->head, head + len);
+  if (!in_batch)
+    ring_wake (r);
+}
+
+/* The ring's bytes from tail to head, as at most two iovecs. */
+static int
+ring_iov (struct ring *r, size_t tail, size_t head, struct iovec *iov)
+{
+  size_t off = tail & (r->cap - 1), len = head - tail;
+  size_t first = len < r->cap - off ? len : r->cap - off;
+  int n = 0;
+
+  iov[n].iov_base = r->buf + off;
+  iov[n++].iov_len = first;
+  if (len > first) {
+    iov[n].iov_base = r->buf;
+    iov[n++].iov_len = len - first;
+  }
+  return n;
+}
+
+static void
+ring_batch_begin (struct ring *r)
+{
+  (void) r;
+  in_batch = batches;
+}
+
+/* The end of a burst: send what it queued from here, if the writer
+ * thread is not sending; what the socket does not take is the thread's. */
+static void
+ring_batch_end (struct ring *r)
+{
+  int fd = atomic_load (&r->batch_fd);
+
+  if (!batches)
+    return;
+  in_batch = false;
+  if (atomic_load (&r->head) == atomic_load (&r->tail))
+    return;
+  if (fd >= 0 && sender_try_claim (&r->busy)) {
+    size_t tail = atomic_load_explicit (&r->tail, memory_order_relaxed);
+    size_t head = atomic_load (&r->head);
+    struct iovec iov[2];
+    struct msghdr msg = { .msg_iov = iov };
+    ssize_t w;
+
+    if (head != tail) {
+      msg.msg_iovlen = ring_iov (r, tail, head, iov);
+      w = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
+      if (w > 0)
+        atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
+      else if (w == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        nbd_concurrent_writer_error (r->h, errno);
+    }
+    atomic_store (&r->busy, false);
+    if (atomic_load (&r->head) == atomic_load (&r->tail))
+      return;
+  }
   ring_wake (r);
 }
 
@@ -433,7 +535,7 @@ ring_thread (void *arg)
     size_t tail = atomic_load_explicit (&r->tail, memory_order_relaxed);
     size_t head = atomic_load (&r->head);
     struct iovec iov[2];
-    int n = 0;
+    int n;
     ssize_t w;
 
     if (atomic_load (&r->overflow)) {
@@ -458,20 +560,23 @@ ring_thread (void *arg)
       atomic_fetch_add_explicit (&r->wakeups, 1, memory_order_relaxed);
       continue;
     }
-    {
-      size_t off = tail & (r->cap - 1), len = head - tail;
-      size_t first = len < r->cap - off ? len : r->cap - off;
-
-      iov[n].iov_base = r->buf + off;
-      iov[n++].iov_len = first;
-      if (len > first) {
-        iov[n].iov_base = r->buf;
-        iov[n++].iov_len = len - first;
-      }
-    }
     if (!writer_fd (r->h, &r->fd))
       return NULL;
+    atomic_store (&r->batch_fd, r->fd);
+    sender_claim (&r->busy);
+    /* A batch's end may have sent some meanwhile. */
+    tail = atomic_load_explicit (&r->tail, memory_order_relaxed);
+    head = atomic_load (&r->head);
+    if (head == tail) {
+      atomic_store (&r->busy, false);
+      continue;
+    }
+    n = ring_iov (r, tail, head, iov);
     w = writev (r->fd, iov, n);
+    /* What went out leaves the ring before the next sender looks. */
+    if (w > 0)
+      atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
+    atomic_store (&r->busy, false);
     atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
     if (w == -1) {
       if (errno == EINTR)
@@ -484,7 +589,6 @@ ring_thread (void *arg)
       nbd_concurrent_writer_error (r->h, errno);
       return NULL;
     }
-    atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
   }
 }
 
@@ -505,6 +609,7 @@ ring_start (struct nbd_handle *h, size_t need)
   r->cap = cap;
   r->h = h;
   r->fd = -1;
+  atomic_store (&r->batch_fd, -1);
   pthread_mutex_init (&r->lock, NULL);
   pthread_cond_init (&r->cond, NULL);
   if (pthread_create (&r->thread, NULL, ring_thread, r) != 0)
@@ -558,10 +663,12 @@ struct zring {
   _Atomic bool eof;
   _Atomic bool overflow;
   _Atomic bool stop;
+  _Atomic bool busy;            /* one sender at a time (see struct ring) */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   struct nbd_handle *h;
   int fd;                       /* -1 until the thread first has bytes to send */
+  _Atomic int batch_fd;
   pthread_t thread;
   _Atomic uint64_t writes;
   _Atomic uint64_t wakeups;
@@ -621,7 +728,8 @@ zring_enqueue (void *data, const void *buf, size_t len, unsigned flags)
     r->bhead += len;
   }
   atomic_store (&r->ehead, eh);
-  zring_wake (r);
+  if (!in_batch)
+    zring_wake (r);
   return;
 
 overflow:
@@ -666,6 +774,101 @@ zring_drop (struct zring *r)
   zring_release (r, lent);
 }
 
+/* The entries from et to eh as iovecs: copied runs that lie end to end
+ * in the byte ring become one iovec, each lent payload one more.  The
+ * caller is the sender. */
+static int
+zring_iov (struct zring *r, size_t et, size_t eh, struct iovec *iov)
+{
+  int n = 0;
+
+  for (size_t k = et; k != eh && n < IOV_MAX; k++) {
+    const struct zent *e = &r->ents[k & (r->ecap - 1)];
+    const unsigned char *p = e->p + (k == et ? r->eoff : 0);
+    size_t len = e->len - (k == et ? r->eoff : 0);
+
+    if (n > 0 && !e->lent && !r->ents[(k - 1) & (r->ecap - 1)].lent &&
+        (const unsigned char *) iov[n - 1].iov_base + iov[n - 1].iov_len == p)
+      iov[n - 1].iov_len += len;
+    else {
+      iov[n].iov_base = (void *) p;
+      iov[n++].iov_len = len;
+    }
+  }
+  return n;
+}
+
+/* @sent bytes from entry et on went out: retire them, and give back the
+ * lent part at once. */
+static void
+zring_retire (struct zring *r, size_t et, size_t sent)
+{
+  size_t copied = 0, lent = 0;
+
+  while (sent > 0) {
+    const struct zent *e = &r->ents[et & (r->ecap - 1)];
+    size_t left = e->len - r->eoff, take = left < sent ? left : sent;
+
+    if (e->lent)
+      lent += take;
+    else
+      copied += take;
+    sent -= take;
+    if (take == left) {
+      et++;
+      r->eoff = 0;
+    }
+    else
+      r->eoff += take;
+  }
+  atomic_store_explicit (&r->btail, atomic_load_explicit (&r->btail, memory_order_relaxed) + copied,
+                         memory_order_release);
+  atomic_store_explicit (&r->etail, et, memory_order_release);
+  zring_release (r, lent);
+}
+
+static void
+zring_batch_begin (struct zring *r)
+{
+  (void) r;
+  in_batch = batches;
+}
+
+/* As ring_batch_end. */
+static void
+zring_batch_end (struct zring *r)
+{
+  int fd = atomic_load (&r->batch_fd);
+
+  if (!batches)
+    return;
+  in_batch = false;
+  if (atomic_load (&r->ehead) == atomic_load (&r->etail))
+    return;
+  if (fd >= 0 && sender_try_claim (&r->busy)) {
+    size_t et = atomic_load_explicit (&r->etail, memory_order_relaxed);
+    size_t eh = atomic_load (&r->ehead);
+    struct iovec iov[IOV_MAX];
+    struct msghdr msg = { .msg_iov = iov };
+    ssize_t w;
+
+    /* Not after a failure: the thread owns the queue then. */
+    if (eh != et && !atomic_load (&r->overflow)) {
+      msg.msg_iovlen = zring_iov (r, et, eh, iov);
+      w = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
+      if (w > 0)
+        zring_retire (r, et, (size_t) w);
+      else if (w == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        nbd_concurrent_writer_error (r->h, errno);
+    }
+    atomic_store (&r->busy, false);
+    if (atomic_load (&r->ehead) == atomic_load (&r->etail))
+      return;
+  }
+  zring_wake (r);
+}
+
 static void *
 zring_thread (void *arg)
 {
@@ -676,8 +879,7 @@ zring_thread (void *arg)
   for (;;) {
     size_t et = atomic_load_explicit (&r->etail, memory_order_relaxed);
     size_t eh = atomic_load (&r->ehead);
-    size_t k, sent, copied = 0, lent = 0;
-    int n = 0;
+    int n;
     ssize_t w;
 
     if (!failed && atomic_load (&r->overflow)) {
@@ -688,7 +890,9 @@ zring_thread (void *arg)
       /* Nothing more will be sent: keep giving back whatever is lent,
        * so that those writes complete (with the error), until told to
        * stop. */
+      sender_claim (&r->busy);        /* a batch's end may be retiring */
       zring_drop (r);
+      atomic_store (&r->busy, false);
       if (atomic_load (&r->stop))
         return NULL;
       pthread_mutex_lock (&r->lock);
@@ -719,26 +923,25 @@ zring_thread (void *arg)
       atomic_fetch_add_explicit (&r->wakeups, 1, memory_order_relaxed);
       continue;
     }
-    /* Every entry queued, in one writev: copied runs that lie end to end
-     * in the byte ring become one iovec, each lent payload one more. */
-    for (k = et; k != eh && n < IOV_MAX; k++) {
-      const struct zent *e = &r->ents[k & (r->ecap - 1)];
-      const unsigned char *p = e->p + (k == et ? r->eoff : 0);
-      size_t len = e->len - (k == et ? r->eoff : 0);
-
-      if (n > 0 && !e->lent && !r->ents[(k - 1) & (r->ecap - 1)].lent &&
-          (const unsigned char *) iov[n - 1].iov_base + iov[n - 1].iov_len == p)
-        iov[n - 1].iov_len += len;
-      else {
-        iov[n].iov_base = (void *) p;
-        iov[n++].iov_len = len;
-      }
-    }
     if (!writer_fd (r->h, &r->fd)) {
       failed = true;
       continue;
     }
+    atomic_store (&r->batch_fd, r->fd);
+    /* Every entry queued, in one writev (a batch's end may have sent
+     * some meanwhile). */
+    sender_claim (&r->busy);
+    et = atomic_load_explicit (&r->etail, memory_order_relaxed);
+    eh = atomic_load (&r->ehead);
+    if (eh == et) {
+      atomic_store (&r->busy, false);
+      continue;
+    }
+    n = zring_iov (r, et, eh, iov);
     w = writev (r->fd, iov, n);
+    if (w > 0)
+      zring_retire (r, et, (size_t) w);
+    atomic_store (&r->busy, false);
     atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
     if (w == -1) {
       if (errno == EINTR)
@@ -752,27 +955,6 @@ zring_thread (void *arg)
       failed = true;
       continue;
     }
-    /* Retire what went out; the lent part goes back at once. */
-    for (sent = (size_t) w; sent > 0;) {
-      const struct zent *e = &r->ents[et & (r->ecap - 1)];
-      size_t left = e->len - r->eoff, take = left < sent ? left : sent;
-
-      if (e->lent)
-        lent += take;
-      else
-        copied += take;
-      sent -= take;
-      if (take == left) {
-        et++;
-        r->eoff = 0;
-      }
-      else
-        r->eoff += take;
-    }
-    atomic_store_explicit (&r->btail, atomic_load_explicit (&r->btail, memory_order_relaxed) + copied,
-                           memory_order_release);
-    atomic_store_explicit (&r->etail, et, memory_order_release);
-    zring_release (r, lent);
   }
 }
 
@@ -798,6 +980,7 @@ zring_start (struct nbd_handle *h, size_t need, size_t ents)
   r->ecap = ecap;
   r->h = h;
   r->fd = -1;
+  atomic_store (&r->batch_fd, -1);
   pthread_mutex_init (&r->lock, NULL);
   pthread_cond_init (&r->cond, NULL);
   if (pthread_create (&r->thread, NULL, zring_thread, r) != 0)
@@ -921,6 +1104,34 @@ issue (struct bench *b)
   b->issued++;
 }
 
+static void
+writer_batch_begin (struct bench *b)
+{
+  (void) b;
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  if (b->ring)
+    ring_batch_begin (b->ring);
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  if (b->zring)
+    zring_batch_begin (b->zring);
+#endif
+}
+
+static void
+writer_batch_end (struct bench *b)
+{
+  (void) b;
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  if (b->ring)
+    ring_batch_end (b->ring);
+#endif
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
+  if (b->zring)
+    zring_batch_end (b->zring);
+#endif
+}
+
 /* Keep QD in flight until the deadline (or until `count` requests were
  * issued), then drain. */
 static void
@@ -930,11 +1141,13 @@ run_phase (struct bench *b, double deadline, uint64_t count)
   uint64_t stop_at = b->issued + count;
 
   for (;;) {
+    writer_batch_begin (b);
     while (issuing && b->nfree > 0) {
       issue (b);
       if (count && b->issued == stop_at)
         issuing = false;
     }
+    writer_batch_end (b);
     if (b->nfree == b->o->qd)
       break;
     if (nbd_poll (b->h, -1) == -1)
@@ -972,7 +1185,8 @@ usage (void)
            "             [--transport unix|tcp] [--conns N]\n"
            "             [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]\n"
            "             [--qd N] [--read-pct P] [--duration SECONDS | --requests N]\n"
-           "             [--writer | --zero-copy] [--export-size SIZE] [--sink PATH]\n");
+           "             [--writer | --zero-copy] [--no-batch] [--export-size SIZE]\n"
+           "             [--sink PATH]\n");
   exit (2);
 }
 
@@ -1001,6 +1215,10 @@ parse_options (int argc, char *argv[], struct options *o)
       o->writer = a[2] == 'w' ? WR_COPY : WR_ZERO_COPY;
       continue;
     }
+    if (!strcmp (a, "--no-batch")) {
+      batches = false;
+      continue;
+    }
     if (!v)
       usage ();
     i++;
@@ -1012,6 +1230,8 @@ parse_options (int argc, char *argv[], struct options *o)
     }
     else if (!strcmp (a, "--sink"))
       o->sink_path = v;
+    else if (!strcmp (a, "--source"))
+      o->source = v;
     else if (!strcmp (a, "--workload")) {
       size_t k;
       for (k = 0; k < sizeof workload_names / sizeof *workload_names; k++)
@@ -1064,6 +1284,10 @@ parse_options (int argc, char *argv[], struct options *o)
   if (o->server && strcmp (o->server, "sink") && strcmp (o->server, "memory") &&
       strcmp (o->server, "null"))
     usage ();
+  /* copy: from --source to --connect, both Unix sockets, one handle each. */
+  if ((o->workload == W_COPY) != (o->source != NULL) ||
+      (o->workload == W_COPY && (!o->connect || o->transport != T_UNIX || o->conns != 1)))
+    usage ();
 }
 
 /* ---- The connections -------------------------------------------------- */
@@ -1074,7 +1298,7 @@ static double t0, deadline;
 /* Create connection i: its handle (with its writer, set before connecting:
  * the four documented steps), connected, and its requests. */
 static void
-conn_open (struct bench *b, const struct options *o, int i)
+conn_open (struct bench *b, const struct options *o, int i, const char *path)
 {
   bool writes_data = o->workload != W_RANDREAD && o->workload != W_SEQREAD;
 
@@ -1100,7 +1324,7 @@ conn_open (struct bench *b, const struct options *o, int i)
     if (nbd_connect_tcp (b->h, tcp_host, tcp_port) == -1)
       die ("nbd_connect_tcp");
   }
-  else if (nbd_connect_unix (b->h, o->server ? sockpath : o->connect) == -1)
+  else if (nbd_connect_unix (b->h, path ? path : o->server ? sockpath : o->connect) == -1)
     die ("nbd_connect_unix");
   b->size = (uint64_t) nbd_get_size (b->h);
   if ((int64_t) b->size < (int64_t) o->bs)
@@ -1193,6 +1417,135 @@ conn_close (struct bench *b)
   free (b->free_stack);
 }
 
+/* ---- The copy: a real, mixed workload ---------------------------------- */
+
+/* Copy the source export into the destination (the smaller size), QD
+ * requests of bs in flight: each slot reads a block from the source, then
+ * writes it to the destination, then takes the next block; reads and
+ * writes are in flight together, on two handles driven by one poll loop
+ * of ours (nbd_aio_get_direction, poll, nbd_aio_notify_*), as nbdcopy's
+ * copy loop is.  Requests are issued from the loop, never from a
+ * callback, each round of them one batch per handle. */
+enum { C_FREE, C_READING, C_READ, C_WRITING };
+
+struct cslot {
+  int state;
+  uint64_t offset;
+  int error;
+};
+
+static int
+cslot_done (void *user_data, int *error)
+{
+  struct cslot *s = user_data;
+
+  if (*error && !s->error)
+    s->error = *error;
+  s->state = s->state == C_READING ? C_READ : C_FREE;
+  return 1;
+}
+
+static int
+copy_main (const struct options *o)
+{
+  struct bench src = { 0 }, dst = { 0 };
+  struct bench *hs[2] = { &src, &dst };
+  struct cslot *cs = calloc (o->qd, sizeof *cs);
+  uint64_t size, next = 0, copied = 0, blocks = 0, writes = 0, wakeups = 0;
+  double start, secs;
+  int error = 0;
+
+  if (!cs)
+    die_errno ("calloc");
+  conn_open (&src, o, 0, o->source);
+  conn_open (&dst, o, 0, o->connect);
+  size = src.size < dst.size ? src.size : dst.size;
+  size = size / o->bs * o->bs;
+  for (int i = 0; i < 2; i++)
+    writer_counts (hs[i], &hs[i]->writes0, &hs[i]->wakeups0);
+  start = now ();
+  while (copied < size && !error) {
+    struct pollfd p[2];
+    bool busy = false;
+
+    for (int i = 0; i < 2; i++)
+      writer_batch_begin (hs[i]);
+    for (int k = 0; k < o->qd; k++) {
+      struct cslot *s = &cs[k];
+      nbd_completion_callback cb = { .callback = cslot_done, .user_data = s };
+
+      if (s->error && !error)
+        error = s->error;
+      if (s->state == C_FREE && next < size) {
+        s->state = C_READING;
+        s->offset = next;
+        next += o->bs;
+        if (nbd_aio_pread (src.h, src.slots[k].buf, o->bs, s->offset, cb, 0) == -1)
+          die ("nbd_aio_pread");
+      }
+      else if (s->state == C_READ) {
+        s->state = C_WRITING;
+        if (nbd_aio_pwrite (dst.h, src.slots[k].buf, o->bs, s->offset, cb, 0) == -1)
+          die ("nbd_aio_pwrite");
+        copied += o->bs;        /* counted once the write is issued; drained below */
+        blocks++;
+      }
+      busy |= s->state != C_FREE;
+    }
+    for (int i = 0; i < 2; i++)
+      writer_batch_end (hs[i]);
+    if (!busy)
+      break;
+    for (int i = 0; i < 2; i++) {
+      unsigned dir = nbd_aio_get_direction (hs[i]->h);
+
+      p[i] = (struct pollfd) { .fd = nbd_aio_get_fd (hs[i]->h), .events = 0 };
+      if (dir & LIBNBD_AIO_DIRECTION_READ)
+        p[i].events |= POLLIN;
+      if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+        p[i].events |= POLLOUT;
+    }
+    if (poll (p, 2, -1) == -1 && errno != EINTR)
+      die_errno ("poll");
+    for (int i = 0; i < 2; i++) {
+      if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && nbd_aio_notify_read (hs[i]->h) == -1)
+        die ("nbd_aio_notify_read");
+      if ((p[i].revents & POLLOUT) && nbd_aio_notify_write (hs[i]->h) == -1)
+        die ("nbd_aio_notify_write");
+    }
+  }
+  /* The last writes. */
+  for (int k = 0; k < o->qd && !error; k++)
+    while (cs[k].state != C_FREE && !cs[k].error)
+      if (nbd_poll (dst.h, -1) == -1)
+        die ("nbd_poll");
+  secs = now () - start;
+  for (int k = 0; k < o->qd; k++)
+    if (cs[k].error && !error)
+      error = cs[k].error;
+  if (error) {
+    fprintf (stderr, "bench: copy: a request failed: %s\n", strerror (error));
+    return 1;
+  }
+  for (int i = 0; i < 2; i++) {
+    uint64_t w, k;
+
+    writer_counts (hs[i], &w, &k);
+    writes += w - hs[i]->writes0;
+    wakeups += k - hs[i]->wakeups0;
+  }
+  printf ("lib=%s version=%s server=external transport=unix conns=1 workload=copy bs=%" PRIu32
+          " qd=%d writer=%d pin=%d ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f"
+          " writer_writes=%" PRIu64 " writer_wakeups=%" PRIu64 "\n",
+          nbd_get_package_name (src.h), nbd_get_version (src.h), o->bs, o->qd, (int) o->writer,
+          o->pin, blocks, secs, blocks / secs, copied / MIB / secs, writes, wakeups);
+  fflush (stdout);
+  conn_close (&src);
+  conn_close (&dst);
+  free (cs);
+  return 0;
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -1223,11 +1576,13 @@ main (int argc, char *argv[])
   if (o.server)
     start_server (&o);
 
+  if (o.workload == W_COPY)
+    return copy_main (&o);
   conns = calloc (o.conns, sizeof *conns);
   if (!conns)
     die_errno ("calloc");
   for (int i = 0; i < o.conns; i++) {
-    conn_open (&conns[i], &o, i);
+    conn_open (&conns[i], &o, i, NULL);
     conns[i].requests = o.requests / o.conns + (i == 0 ? o.requests % o.conns : 0);
   }
 

@@ -87,7 +87,7 @@ CEILING_WORKLOADS = [w for w in WORKLOADS
 MAIN_WORKLOADS = [w for w in WORKLOADS
                   if (w.bs == "4k" and w.qd == 64)
                   or (w.bs == "256k" and w.workload == "seqread")
-                  or (w.bs == "2m" and w.workload == "seqwrite")]
+                  or (w.bs == "2m" and w.workload in ("seqwrite", "seqread"))]
 # Multi-conn: four handles to one export (CAN_MULTI_CONN), one thread each,
 # QD in flight on each.
 MULTI_CONNS = 4
@@ -253,6 +253,109 @@ def throughput(server, pin, workloads, rounds, durations, variants, transport):
             "  zero-copy x%.2f" % row["zratio"] if "zratio" in row else "",
             "  %.0f%% of ceiling" % (100 * row["cratio"]) if "cratio" in row else ""))
     return rows
+
+
+# ---- A mixed, real workload: a copy ---------------------------------------
+
+def nbdkit_unix(sock, args, timeout=120):
+    """nbdkit on a Unix socket, once it accepts connections."""
+    if os.path.exists(sock):
+        os.unlink(sock)         # the last one's, left behind
+    p = subprocess.Popen(["nbdkit", "-f", "--exit-with-parent", "-U", sock] + args)
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sock)
+            return p
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError("nbdkit %s did not start" % " ".join(args))
+        time.sleep(0.02)
+
+
+def stop_proc(p):
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+COPY_BS, COPY_QD = "256k", 16
+
+
+def mixed_copy(rounds, size, variants):
+    """Copy an nbdkit memory export of @size, filled with a pattern, into a
+    fresh one, through one handle each (bench --workload copy): reads and
+    writes in flight together.  The destination uses allocator=malloc: the
+    default sparse allocator stores at about 0.2 GiB/s under one lock
+    whatever the client, which would hide the client's cost."""
+    tmp = tempfile.mkdtemp(prefix="nbd-bench-copy-")
+    src_sock, dst_sock = os.path.join(tmp, "src"), os.path.join(tmp, "dst")
+    src = nbdkit_unix(src_sock, ["memory", size])
+    runs = {v[0]: [] for v in variants}
+    try:
+        subprocess.run(["nbdcopy", "--", "[", "nbdkit", "pattern", size, "]",
+                        "nbd+unix:///?socket=" + src_sock], check=True, timeout=300)
+        for r in range(rounds):
+            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+                key, prog, extra, _ = v
+                dst = nbdkit_unix(dst_sock, ["memory", size, "allocator=malloc"])
+                try:
+                    runs[key].append(run_prog([prog, "--workload", "copy", "--source", src_sock,
+                                               "--connect", dst_sock, "--bs", COPY_BS, "--qd",
+                                               str(COPY_QD)] + extra, timeout=300))
+                finally:
+                    stop_proc(dst)
+    finally:
+        stop_proc(src)
+        shutil.rmtree(tmp, ignore_errors=True)
+    row = {"size": size, "runs": runs}
+    for key in runs:
+        row[key + "_mib"] = statistics.median(float(r["mib_s"]) for r in runs[key])
+        row[key + "_secs"] = statistics.median(float(r["secs"]) for r in runs[key])
+    for key, den in (("ratio", "libnbd"), ("wratio", "core"), ("zratio", "core")):
+        num = {"ratio": "core", "wratio": "writer", "zratio": "zc"}[key]
+        rs = pair_ratios(runs[num], runs[den])
+        row[key] = statistics.median(rs)
+        row[key + "_range"] = (min(rs), max(rs))
+    log("  copy %s: core %.0f MiB/s, libnbd %.0f, x%.2f; writer x%.2f, zero-copy x%.2f" % (
+        size, row["core_mib"], row["libnbd_mib"], row["ratio"], row["wratio"], row["zratio"]))
+    return row
+
+
+def mixed_section(row):
+    o = ["## A mixed, real workload: copying one export into another\n",
+         "Copying a %s nbdkit memory export, filled with nbdkit's pattern, into a fresh nbdkit memory "
+         "export (`allocator=malloc`: the default sparse allocator stores about 0.2 GiB/s under one "
+         "lock whatever the client, which would hide the client), through one handle each, on Unix "
+         "sockets: `bench --workload copy`, %s requests, %d in flight, each read from the source "
+         "then written to the destination, so reads and writes are in flight together on two "
+         "handles driven by one poll loop (`nbd_aio_get_direction`, `poll`, `nbd_aio_notify_*`), as "
+         "nbdcopy's loop is. Unpinned; %d rounds, alternating; medians, and the ratios' lowest and "
+         "highest. With a writer each handle has its own.\n" % (
+             row["size"], COPY_BS.upper().replace("K", " KiB"), COPY_QD, len(row["runs"]["core"])),
+         "| | MiB/s | seconds | ratio | (lowest, highest) |",
+         "|---|---|---|---|---|"]
+    for key, label, ratio, what in (
+            ("core", "libnbd-core", "ratio", "/ libnbd"),
+            ("libnbd", "libnbd 1.14", None, ""),
+            ("writer", "libnbd-core + writer", "wratio", "/ no writer"),
+            ("zc", "libnbd-core + zero-copy writer", "zratio", "/ no writer")):
+        cells = [label, fmt_mib(row[key + "_mib"]), "%.2f" % row[key + "_secs"]]
+        if ratio:
+            lo, hi = row[ratio + "_range"]
+            cells += ["**%.2f** %s" % (row[ratio], what), "%.2f, %.2f" % (lo, hi)]
+        else:
+            cells += ["", ""]
+        o.append("| " + " | ".join(cells) + " |")
+    return "\n".join(o)
 
 
 # ---- Deterministic figures -------------------------------------------------
@@ -463,7 +566,7 @@ def table(rows):
     return "\n".join(out)
 
 
-def aims(sections, det):
+def aims(sections, det, mixed=None):
     lines = []
     pinned = next((s for s in sections if s["server"] == "sink" and s["pin"] is not None
                    and s["transport"] == "unix" and s["conns"] == 1), None)
@@ -491,13 +594,17 @@ def aims(sections, det):
     for sec in sections:
         if sec["server"] != "sink" or sec["conns"] != 1:
             continue
-        for label in ("2 MiB sequential write, 4 in flight", "256 KiB sequential read, 16 in flight"):
+        for label in ("2 MiB sequential write, 4 in flight", "256 KiB sequential read, 16 in flight",
+                      "2 MiB sequential read, 4 in flight"):
             r = row(sec, label)
             if r and "cratio" in r:
+                reads = "read" in label
                 lines.append("- %s, sink, %s%s: libnbd-core %.0f MiB/s, the socket pump %.0f MiB/s: "
-                             "%.0f%% of the ceiling (aim: near it)" % (
+                             "%.0f%% of the ceiling (%s)" % (
                                  label, "TCP, " if sec["transport"] == "tcp" else "",
-                                 sec["pin_label"], r["core_mib"], r["ceiling_mib"], 100 * r["cratio"]))
+                                 sec["pin_label"], r["core_mib"], r["ceiling_mib"], 100 * r["cratio"],
+                                 "goal >= 95%%: %s" % verdict(r["cratio"] >= 0.95) if reads
+                                 else "aim: near it"))
     for key, name in (("wratio", "writer"), ("zratio", "zero-copy writer")):
         worst = None
         for sec in sections:
@@ -505,9 +612,14 @@ def aims(sections, det):
                 if key in r and (worst is None or r[key] < worst[0]):
                     worst = (r[key], r["w"].label, sec["title"])
         if worst:
-            lines.append("- with the %s never slower than without: the lowest %s / no-writer ratio is "
-                         "%.2f (%s; %s): %s" % (name, name, worst[0], worst[1], worst[2],
-                                                verdict(worst[0] >= 0.97)))
+            lines.append("- the %s never costs: the lowest %s / no-writer ratio is "
+                         "%.2f (%s; %s; goal >= 0.95): %s" % (name, name, worst[0], worst[1], worst[2],
+                                                              verdict(worst[0] >= 0.95)))
+    if mixed:
+        lines.append("- a mixed, real workload (copying %s between nbdkit memory exports): libnbd-core / "
+                     "libnbd = %.2f, writer / no writer = %.2f, zero-copy writer / no writer = %.2f "
+                     "(figures and ratios asked for, no goal)" % (
+                         mixed["size"], mixed["ratio"], mixed["wratio"], mixed["zratio"]))
     return "\n".join(lines)
 
 
@@ -531,7 +643,7 @@ def zero_copy_summary(sections):
     return "\n".join(o)
 
 
-def write_report(path, info, sections, det, det_params, elapsed):
+def write_report(path, info, sections, det, det_params, elapsed, mixed=None):
     o = []
     o.append("# Benchmark: libnbd-core against libnbd\n")
     o.append("Written by `bash bench/run.sh` on %s; the whole run took %.0f s.\n" % (info["date"], elapsed))
@@ -557,7 +669,11 @@ def write_report(path, info, sections, det, det_params, elapsed):
         "(`nbd_set_concurrent_writer_zero_copy`: the callback copies headers, flags 0, into a byte ring "
         "and queues a reference to each lent write payload, `LIBNBD_WRITER_LENT`; the writer thread "
         "sends headers and payloads with one writev(2) across many ring entries and gives the lent "
-        "bytes back with `nbd_concurrent_writer_release` as soon as they are sent), %d rounds. Figures "
+        "bytes back with `nbd_concurrent_writer_release` as soon as they are sent). Both writers batch "
+        "(the documented pattern, docs/concurrent-writer.md): the loop marks each burst of requests it "
+        "issues, the callback queues them without waking the writer thread, and at the end of the "
+        "burst the loop sends them itself with one non-blocking sendmsg; the writer thread is woken "
+        "only for what the socket did not take. %d rounds. Figures "
         "are medians of the runs; the ratios are medians of the ratios within each round (the lowest "
         "and highest of those show the noise). \"Pinned\": the client, its writer thread and the server "
         "all on CPU %s (`sched_setaffinity`, inherited by the server); \"unpinned\": the scheduler's "
@@ -565,8 +681,10 @@ def write_report(path, info, sections, det, det_params, elapsed):
         "discards writes, many requests per recv and all their replies per sendmsg, so the client's "
         "cost is what is measured. The socket pump (`bench/ceiling.c`) sends the same requests to a "
         "sink server with no library at all, in the same rotation and on the same transport: the "
-        "transport's ceiling. \"requests / writev\": how many requests the writer thread sent per "
-        "writev(2). Transports: %s; TCP sockets have `TCP_NODELAY` on both sides (libnbd, libnbd-core, "
+        "transport's ceiling (it copies what payload arrives with a header into the request's buffer, as "
+        "a client must, and receives the next header alone after a large payload, the best receive "
+        "strategy found). \"requests / writev\": requests per send call of the writers (the loop's at "
+        "the end of a batch and the writer thread's). Transports: %s; TCP sockets have `TCP_NODELAY` on both sides (libnbd, libnbd-core, "
         "the socket pump, the sink server and nbdkit all set it).\n" % (
             info["duration"], info["short_duration"], info["rounds"], info["pin_cpu"], os.cpu_count(),
             ", ".join(TRANSPORTS)))
@@ -589,12 +707,14 @@ def write_report(path, info, sections, det, det_params, elapsed):
         "it over first.\n")
     o.append("Trimmed to keep the whole run under ten minutes on 2 CPUs: %s.\n" % info["trimmed"])
     o.append("## The aims\n")
-    o.append(aims(sections, det) + "\n")
+    o.append(aims(sections, det, mixed) + "\n")
     o.append("## Throughput\n")
     for sec in sections:
         o.append("### %s\n" % sec["title"])
         o.append(table(sec["rows"]) + "\n")
     o.append(zero_copy_summary(sections) + "\n")
+    if mixed:
+        o.append(mixed_section(mixed) + "\n")
     o.append("## Deterministic figures\n")
     have_perf = any("perf_sys" in d for d in det)
     o.append(
@@ -741,6 +861,9 @@ def main():
         sections.append({"server": server, "pin": pin, "pin_label": pin_label, "title": title,
                          "rows": rows, "transport": transport, "conns": conns})
 
+    log("a mixed workload: a copy (%.0f s so far)" % (time.monotonic() - t_start))
+    mixed = mixed_copy(rounds, "256M" if args.quick else "1G", variants)
+
     log("deterministic figures (%.0f s so far)" % (time.monotonic() - t_start))
     tmp = tempfile.mkdtemp(prefix="nbd-bench-det-")
     try:
@@ -751,10 +874,10 @@ def main():
 
     elapsed = time.monotonic() - t_start
     info["load_end"] = loadavg()
-    write_report(args.output, info, sections, det, det_params, elapsed)
+    write_report(args.output, info, sections, det, det_params, elapsed, mixed)
     raw = os.path.join(BIN, "results.json")
     with open(raw, "w") as f:
-        json.dump({"info": info, "det": det, "sections": [
+        json.dump({"info": info, "det": det, "mixed": mixed, "sections": [
             dict(s, rows=[dict(r, w=r["w"].label) for r in s["rows"]]) for s in sections]}, f, indent=1)
     log("wrote %s in %.0f s" % (args.output, elapsed))
 

@@ -12,7 +12,13 @@
  *      ring holds, waiting for POLLOUT when the non-blocking socket is full.
  *      It reports a failed send with nbd_concurrent_writer_error (h, errno).
  *      When the library says "no more bytes" (buf NULL, len 0), the thread
- *      sends what is still queued and then shutdown (fd, SHUT_WR);
+ *      sends what is still queued and then shutdown (fd, SHUT_WR).
+ *      Batches: the loop that issues a burst of requests marks it
+ *      (ring_batch_begin/end); inside it enqueue does not wake the thread,
+ *      and at its end the loop sends the burst itself with one
+ *      non-blocking sendmsg, leaving to the thread only what the socket
+ *      did not take.  The hand-off to the thread is then paid only when
+ *      the socket is full, never per request;
  *   4. after nbd_shutdown (or when the handle died), stop the thread, then
  *      nbd_close.
  *
@@ -87,6 +93,8 @@ struct ring {
   bool failed;                  /* sending failed: drop everything (and give it back) */
   size_t lost_lent;             /* lent bytes we had no room to queue (after ENOMEM) */
   bool stop;                    /* main thread: exit now */
+  bool sending;                 /* a sender (the thread, or a batch's end) is at work */
+  bool batch;                   /* the main loop issues a burst: it sends it itself */
   struct nbd_handle *h;
   int fd;                       /* -1 until the thread first needs it */
 };
@@ -133,7 +141,9 @@ enqueue (void *data, const void *buf, size_t len)
     len -= n;
     r->queued += n;
   }
-  pthread_cond_signal (&r->cond);
+  /* Inside a batch the main loop sends at the batch's end: no wake-up. */
+  if (!r->batch || r->end_of_stream || r->failed)
+    pthread_cond_signal (&r->cond);
   pthread_mutex_unlock (&r->lock);
 }
 
@@ -173,7 +183,8 @@ enqueue_zero_copy (void *data, const void *buf, size_t len, unsigned flags)
     r->tail = c;
     r->queued += len;
   }
-  pthread_cond_signal (&r->cond);
+  if (!r->batch || r->failed)
+    pthread_cond_signal (&r->cond);
   pthread_mutex_unlock (&r->lock);
 }
 
@@ -264,7 +275,8 @@ writer_thread (void *arg)
     ssize_t sent;
     int n = 0, err;
 
-    while (!r->stop && !r->failed && r->queued == 0 && !r->end_of_stream)
+    /* One sender at a time: while the main loop sends a batch, wait. */
+    while (r->sending || (!r->stop && !r->failed && r->queued == 0 && !r->end_of_stream))
       pthread_cond_wait (&r->cond, &r->lock);
     if (r->stop || r->failed) {
       /* Nothing queued will ever be sent: drop it and give back what was
@@ -293,6 +305,7 @@ writer_thread (void *arg)
         iov[n++].iov_len = c->end - c->start;
       }
     msg.msg_iovlen = n;
+    r->sending = true;
     pthread_mutex_unlock (&r->lock);
 
     if (r->fd == -1)
@@ -309,6 +322,7 @@ writer_thread (void *arg)
     else if (sent == -1 && err != EINTR) {
       nbd_concurrent_writer_error (r->h, err);
       pthread_mutex_lock (&r->lock);
+      r->sending = false;
       r->failed = true;
       continue;
     }
@@ -316,9 +330,66 @@ writer_thread (void *arg)
     pthread_mutex_lock (&r->lock);
     if (sent > 0)
       give_back (r, consume (r, (size_t) sent));  /* sent: the caller may have them back */
+    r->sending = false;
   }
   pthread_mutex_unlock (&r->lock);
   return NULL;
+}
+
+/* Batches: the main loop marks a burst of requests.  Their bytes are
+ * queued without waking the thread; at the end of the burst (before the
+ * loop waits for replies) the loop sends them itself, with one
+ * non-blocking sendmsg, and only what the socket did not take is left to
+ * the thread.  So the thread is handed work only when the socket is full,
+ * where it pays (a big write drains while the loop reads replies), and a
+ * small request costs no thread hand-off at all.  Bytes queued outside a
+ * batch (the handshake, sync calls) wake the thread at once. */
+static void
+ring_batch_begin (struct ring *r)
+{
+  pthread_mutex_lock (&r->lock);
+  r->batch = true;
+  pthread_mutex_unlock (&r->lock);
+}
+
+static void
+ring_batch_end (struct ring *r, int fd)
+{
+  struct iovec iov[MAX_IOV];
+  struct msghdr msg = { .msg_iov = iov };
+  struct chunk *c;
+  ssize_t sent;
+  int n = 0, err;
+
+  pthread_mutex_lock (&r->lock);
+  r->batch = false;
+  if (r->queued == 0 || r->sending || r->failed || r->stop || r->end_of_stream)
+    goto out;                   /* nothing to send, or the thread's turn */
+  for (c = r->head; c && n < MAX_IOV; c = c->next)
+    if (c->end > c->start) {
+      iov[n].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
+      iov[n++].iov_len = c->end - c->start;
+    }
+  msg.msg_iovlen = n;
+  r->sending = true;
+  pthread_mutex_unlock (&r->lock);
+
+  sent = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  err = errno;
+
+  pthread_mutex_lock (&r->lock);
+  if (sent > 0)
+    give_back (r, consume (r, (size_t) sent));
+  else if (sent == -1 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+    nbd_concurrent_writer_error (r->h, err);
+    r->failed = true;
+  }
+  r->sending = false;
+ out:
+  /* What is left (the socket was full) is the thread's. */
+  if (r->queued > 0 || r->failed)
+    pthread_cond_signal (&r->cond);
+  pthread_mutex_unlock (&r->lock);
 }
 
 static void
@@ -443,13 +514,15 @@ seconds (void)
 
 /* Issue @size bytes of writes (or reads), 64 at a time, until all done. */
 static void
-run_phase (struct nbd_handle *h, int fd, uint64_t size, bool writing)
+run_phase (struct nbd_handle *h, struct ring *r, int fd, uint64_t size, bool writing)
 {
   uint64_t next = 0;
 
   while (next < size || in_flight > 0) {
     struct slot *s;
 
+    if (r)
+      ring_batch_begin (r);
     while (next < size && (s = free_slot ()) != NULL) {
       nbd_completion_callback cb = { .callback = writing ? write_done : read_done,
                                      .user_data = s };
@@ -470,6 +543,8 @@ run_phase (struct nbd_handle *h, int fd, uint64_t size, bool writing)
       in_flight++;
       next += request_size;
     }
+    if (r)
+      ring_batch_end (r, fd);
     if (command_error) {
       fprintf (stderr, "concurrent-writer: a %s failed: %s\n", writing ? "write" : "read",
                strerror (command_error));
@@ -618,13 +693,13 @@ main (int argc, char *argv[])
     die ("nbd_aio_get_fd");
 
   t0 = seconds ();
-  run_phase (h, fd, size, true);
+  run_phase (h, mode == NO_WRITER ? NULL : &ring, fd, size, true);
   if (nbd_flush (h, 0) == -1)
     die ("nbd_flush");
   t_write = seconds () - t0;
 
   t0 = seconds ();
-  run_phase (h, fd, size, false);
+  run_phase (h, mode == NO_WRITER ? NULL : &ring, fd, size, false);
   t_read = seconds () - t0;
   if (mismatch_at != UINT64_MAX) {
     fprintf (stderr, "concurrent-writer: data differs in the 4 KiB at offset %" PRIu64 "\n",
