@@ -254,7 +254,8 @@ struct nbd_handle {
   struct command *rcmd;
   char *rdst;                   /* NULL: discard */
   uint64_t rremain;
-  bool rhdr_only;               /* the next recv asks for one reply's header */
+  bool rhdr_only;               /* after a large payload: receive only the next header */
+  bool rdirect;                 /* this payload goes straight to its buffer, to its end */
   uint16_t rtype, rflags;
   uint32_t rlen;                /* length of the payload being gathered */
   uint32_t rlen_data;           /* length of the data in an OFFSET_DATA chunk */

@@ -37,6 +37,8 @@ nbd_internal_reset_reply (struct nbd_handle *h)
   h->rdst = NULL;
   h->rremain = 0;
   h->chunk_len = 0;
+  h->rdirect = false;
+  h->rhdr_only = false;
 }
 
 static int
@@ -88,6 +90,8 @@ expect_data (struct nbd_handle *h, char *dst, uint64_t len)
   h->rstate = R_DATA;
   h->rdst = dst;
   h->rremain = len;
+  h->rdirect = false;
+  h->rhdr_only = false;         /* the header is in */
 }
 
 /* The reply for this command is complete. */
@@ -581,7 +585,10 @@ nbd_internal_recv_replies (struct nbd_handle *h)
       return -1;
     if (h->state != ST_READY)
       return 0;
-    if (h->rstate == R_DATA && h->rremain >= DIRECT_RECV_MIN) {
+    /* A large payload goes straight into its buffer, to its last byte
+     * (a short recv may leave a small rest: it goes the same way). */
+    if (h->rstate == R_DATA && (h->rremain >= DIRECT_RECV_MIN || h->rdirect)) {
+      h->rdirect = true;
       asked = h->rremain;
       n = h->tls_conn ? nbd_internal_tls_recv (h, h->rdst, asked)
                       : recv (h->fd, h->rdst, asked, 0);
@@ -602,18 +609,29 @@ nbd_internal_recv_replies (struct nbd_handle *h)
     }
     else {
       asked = RBUF_SIZE - h->rend;
-      if (h->rhdr_only && h->rstate == R_HDR && h->rhdr_len == 0 && h->rstart == h->rend) {
-        /* A read's data: a structured header and the chunk's offset, or
-         * a simple reply's header. */
-        asked = h->sr ? sizeof (struct nbd_structured_reply) + 8
-                      : sizeof (struct nbd_simple_reply);
+      if (h->rhdr_only) {
+        /* What is left of a read's data header: a structured header and
+         * the chunk's offset, or a simple reply's header (it may come in
+         * pieces).  Anything else (the reply is not a data chunk) ends it. */
+        size_t want = h->sr ? sizeof (struct nbd_structured_reply) + 8
+                            : sizeof (struct nbd_simple_reply);
+        size_t have = h->rend - h->rstart;
+
+        if (h->rstate == R_HDR)
+          have += h->rhdr_len;
+        else if (h->rstate == R_GATHER && h->rtype_gather == G_DATA_OFFSET)
+          have += sizeof (struct nbd_structured_reply) + h->chunk_len;
+        else
+          have = want;
+        if (have < want)
+          asked = want - have;
+        else
+          h->rhdr_only = false;
       }
       n = h->tls_conn ? nbd_internal_tls_recv (h, h->rbuf + h->rend, asked)
                       : recv (h->fd, h->rbuf + h->rend, asked, 0);
-      if (n > 0) {
+      if (n > 0)
         h->rend += n;
-        h->rhdr_only = false;
-      }
     }
     if (n == 0)
       return eof (h);
