@@ -426,14 +426,18 @@ conn_passive (gpointer data)
 static void
 attach_source (GnbdConn *conn)
 {
-  GSource *source = gnbd_io_source_new (conn->nbd, io_dispatch, conn_passive, conn);
+  GSource *source;
 
+  /* conn->nbd is read under the lock, once the connection is known not
+   * to be torn down: a cancelled connect's teardown may close the handle
+   * (conn_close_handle, on the I/O thread) at any moment after this
+   * thread left it.  Making the source takes no GLib lock. */
   pthread_mutex_lock (&conn->lock);
   if (conn->torn_down) {
     pthread_mutex_unlock (&conn->lock);
-    g_source_unref (source);
     return;
   }
+  source = gnbd_io_source_new (conn->nbd, io_dispatch, conn_passive, conn);
   /* conn->source is the connection's reference, which the I/O thread may
    * drop as soon as the source is attached: this call keeps its own. */
   conn->source = g_source_ref (source);
