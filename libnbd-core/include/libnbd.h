@@ -437,6 +437,13 @@ extern char *nbd_get_uri (struct nbd_handle *h)
  *     4. after nbd_shutdown(3) (or the handle died), stop your thread, then
  *        nbd_close(3).
  *
+ *   So that a request costs no hand-off to your thread, let the loop that
+ *   issues a burst of requests mark it: inside it the callback queues
+ *   without waking the thread, and at its end the loop sends what was
+ *   queued itself (one non-blocking sendmsg), leaving the thread only what
+ *   the socket did not take.  docs/concurrent-writer.md ("Batches") and
+ *   examples/concurrent-writer.c show it.
+ *
  * HANDLE STATE
  *   nbd_set_concurrent_writer may be called when the handle is newly
  *   created, connecting, or connected; once only (a second call is EINVAL).
