@@ -262,19 +262,54 @@ give_back (struct ring *r, size_t lent)
   pthread_mutex_lock (&r->lock);
 }
 
+/* One send of everything the ring holds, copied chunks and lent buffers
+ * alike, in one non-blocking sendmsg; what went out is retired and the
+ * lent part given back.  Called with the lock held and nobody sending;
+ * the lock is dropped around the sendmsg, while r->sending keeps the
+ * other sender (the thread, or a batch's end) away, so only this call
+ * retires entries, and enqueue only writes past each chunk's end: these
+ * bytes stay put.  Returns 0, or EAGAIN when the socket was full; a
+ * failure is reported and marks the ring failed. */
+static int
+send_queued (struct ring *r, int fd)
+{
+  struct iovec iov[MAX_IOV];
+  struct msghdr msg = { .msg_iov = iov };
+  ssize_t sent;
+  int n = 0, err;
+
+  for (struct chunk *c = r->head; c && n < MAX_IOV; c = c->next)
+    if (c->end > c->start) {
+      iov[n].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
+      iov[n++].iov_len = c->end - c->start;
+    }
+  msg.msg_iovlen = n;
+  r->sending = true;
+  pthread_mutex_unlock (&r->lock);
+
+  sent = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  err = sent == -1 ? errno : 0;
+
+  pthread_mutex_lock (&r->lock);
+  if (sent > 0)
+    give_back (r, consume (r, (size_t) sent));  /* sent: the caller may have them back */
+  else if (err == EWOULDBLOCK)
+    err = EAGAIN;
+  else if (err && err != EAGAIN && err != EINTR) {
+    nbd_concurrent_writer_error (r->h, err);
+    r->failed = true;
+  }
+  r->sending = false;
+  return err == EAGAIN ? EAGAIN : 0;
+}
+
 static void *
 writer_thread (void *arg)
 {
   struct ring *r = arg;
-  struct iovec iov[MAX_IOV];
 
   pthread_mutex_lock (&r->lock);
   for (;;) {
-    struct msghdr msg = { .msg_iov = iov };
-    struct chunk *c;
-    ssize_t sent;
-    int n = 0, err;
-
     /* One sender at a time: while the main loop sends a batch, wait. */
     while (r->sending || (!r->stop && !r->failed && r->queued == 0 && !r->end_of_stream))
       pthread_cond_wait (&r->cond, &r->lock);
@@ -295,42 +330,17 @@ writer_thread (void *arg)
       shutdown (r->fd, SHUT_WR);
       break;
     }
-    /* Everything the ring holds, in one sendmsg: copied chunks and lent
-     * buffers alike.  Only this thread frees entries, and enqueue only
-     * writes past each chunk's end, so these bytes stay put while the lock
-     * is dropped. */
-    for (c = r->head; c && n < MAX_IOV; c = c->next)
-      if (c->end > c->start) {
-        iov[n].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
-        iov[n++].iov_len = c->end - c->start;
-      }
-    msg.msg_iovlen = n;
-    r->sending = true;
-    pthread_mutex_unlock (&r->lock);
-
     if (r->fd == -1)
       r->fd = nbd_aio_get_fd (r->h);
-    sent = sendmsg (r->fd, &msg, MSG_NOSIGNAL);
-    err = errno;
-    if (sent == -1 && (err == EAGAIN || err == EWOULDBLOCK)) {
+    if (send_queued (r, r->fd) == EAGAIN) {
       /* The socket is non-blocking (it is the library's): wait until it
        * takes more.  Bounded, so that a stop request is seen. */
       struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
 
+      pthread_mutex_unlock (&r->lock);
       poll (&pfd, 1, 1000);
-    }
-    else if (sent == -1 && err != EINTR) {
-      nbd_concurrent_writer_error (r->h, err);
       pthread_mutex_lock (&r->lock);
-      r->sending = false;
-      r->failed = true;
-      continue;
     }
-
-    pthread_mutex_lock (&r->lock);
-    if (sent > 0)
-      give_back (r, consume (r, (size_t) sent));  /* sent: the caller may have them back */
-    r->sending = false;
   }
   pthread_mutex_unlock (&r->lock);
   return NULL;
@@ -355,37 +365,11 @@ ring_batch_begin (struct ring *r)
 static void
 ring_batch_end (struct ring *r, int fd)
 {
-  struct iovec iov[MAX_IOV];
-  struct msghdr msg = { .msg_iov = iov };
-  struct chunk *c;
-  ssize_t sent;
-  int n = 0, err;
-
   pthread_mutex_lock (&r->lock);
   r->batch = false;
-  if (r->queued == 0 || r->sending || r->failed || r->stop || r->end_of_stream)
-    goto out;                   /* nothing to send, or the thread's turn */
-  for (c = r->head; c && n < MAX_IOV; c = c->next)
-    if (c->end > c->start) {
-      iov[n].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
-      iov[n++].iov_len = c->end - c->start;
-    }
-  msg.msg_iovlen = n;
-  r->sending = true;
-  pthread_mutex_unlock (&r->lock);
-
-  sent = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  err = errno;
-
-  pthread_mutex_lock (&r->lock);
-  if (sent > 0)
-    give_back (r, consume (r, (size_t) sent));
-  else if (sent == -1 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-    nbd_concurrent_writer_error (r->h, err);
-    r->failed = true;
-  }
-  r->sending = false;
- out:
+  /* Not when there is nothing to send, or it is the thread's turn. */
+  if (r->queued > 0 && !r->sending && !r->failed && !r->stop && !r->end_of_stream)
+    send_queued (r, fd);
   /* What is left (the socket was full) is the thread's. */
   if (r->queued > 0 || r->failed)
     pthread_cond_signal (&r->cond);
