@@ -484,13 +484,6 @@ ring_iov (struct ring *r, size_t tail, size_t head, struct iovec *iov)
   return n;
 }
 
-static void
-ring_batch_begin (struct ring *r)
-{
-  (void) r;
-  in_batch = batches;
-}
-
 /* The end of a burst: send what it queued from here, if the writer
  * thread is not sending; what the socket does not take is the thread's. */
 static void
@@ -827,13 +820,6 @@ zring_retire (struct zring *r, size_t et, size_t sent)
   zring_release (r, lent);
 }
 
-static void
-zring_batch_begin (struct zring *r)
-{
-  (void) r;
-  in_batch = batches;
-}
-
 /* As ring_batch_end. */
 static void
 zring_batch_end (struct zring *r)
@@ -1104,17 +1090,14 @@ issue (struct bench *b)
   b->issued++;
 }
 
+/* The batch is this thread's (in_batch): whichever of its handles'
+ * callbacks run until writer_batch_end queue without a wake-up. */
 static void
 writer_batch_begin (struct bench *b)
 {
   (void) b;
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
-  if (b->ring)
-    ring_batch_begin (b->ring);
-#endif
-#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
-  if (b->zring)
-    zring_batch_begin (b->zring);
+  in_batch = batches;
 #endif
 }
 
@@ -1468,8 +1451,7 @@ copy_main (const struct options *o)
     struct pollfd p[2];
     bool busy = false;
 
-    for (int i = 0; i < 2; i++)
-      writer_batch_begin (hs[i]);
+    writer_batch_begin (&src);  /* the thread's: both handles' callbacks */
     for (int k = 0; k < o->qd; k++) {
       struct cslot *s = &cs[k];
       nbd_completion_callback cb = { .callback = cslot_done, .user_data = s };
