@@ -252,14 +252,60 @@ test_kept_bytes (void)
   server_stop (&s);
 }
 
-/* ---- Sync calls read their own replies ------------------------------------------ */
+/* ---- Holding the I/O thread ------------------------------------------------------ */
 
-/* pthread's, not GLib's: ThreadSanitizer sees these. */
+/* A flag one thread sets and another waits for: pthread's, not GLib's,
+ * so that ThreadSanitizer sees them. */
 typedef struct {
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  gboolean blocked;
-  gboolean released;
+  gboolean set;
+} Flag;
+
+#define FLAG_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, FALSE }
+
+static void
+flag_set (Flag *f)
+{
+  pthread_mutex_lock (&f->lock);
+  f->set = TRUE;
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+}
+
+static void
+flag_wait (Flag *f)
+{
+  pthread_mutex_lock (&f->lock);
+  while (!f->set)
+    pthread_cond_wait (&f->cond, &f->lock);
+  pthread_mutex_unlock (&f->lock);
+}
+
+static gboolean
+flag_set_cb (gpointer data)
+{
+  flag_set (data);
+  return G_SOURCE_REMOVE;
+}
+
+/* Two callbacks run on the I/O thread one after the other: between them
+ * it prepared its poll again, and so saw the connection's state as it is
+ * now. */
+static void
+io_barrier (void)
+{
+  for (int i = 0; i < 2; i++) {
+    Flag ran = FLAG_INIT;
+
+    gnbd_io_schedule (flag_set_cb, &ran, NULL);
+    flag_wait (&ran);
+  }
+}
+
+typedef struct {
+  Flag blocked;                 /* the I/O thread is held */
+  Flag released;                /* and may go */
 } Hold;
 
 /* On the I/O thread: hold it until released. */
@@ -268,43 +314,30 @@ hold_io_thread (gpointer data)
 {
   Hold *h = data;
 
-  pthread_mutex_lock (&h->lock);
-  h->blocked = TRUE;
-  pthread_cond_broadcast (&h->cond);
-  while (!h->released)
-    pthread_cond_wait (&h->cond, &h->lock);
-  pthread_mutex_unlock (&h->lock);
+  flag_set (&h->blocked);
+  flag_wait (&h->released);
   return G_SOURCE_REMOVE;
 }
-
-static void io_barrier (void);
 
 /* Hold the I/O thread until hold_end; returns once it is held. */
 static void
 hold_begin (Hold *h)
 {
-  pthread_mutex_init (&h->lock, NULL);
-  pthread_cond_init (&h->cond, NULL);
+  *h = (Hold) { FLAG_INIT, FLAG_INIT };
   gnbd_io_schedule (hold_io_thread, h, NULL);
-  pthread_mutex_lock (&h->lock);
-  while (!h->blocked)
-    pthread_cond_wait (&h->cond, &h->lock);
-  pthread_mutex_unlock (&h->lock);
+  flag_wait (&h->blocked);
 }
 
-/* Let the I/O thread go, and free @h once it has left it (the barrier runs
- * after hold_io_thread returned). */
+/* Let the I/O thread go; @h may go once it has left hold_io_thread, which
+ * the barrier waits for. */
 static void
 hold_end (Hold *h)
 {
-  pthread_mutex_lock (&h->lock);
-  h->released = TRUE;
-  pthread_cond_broadcast (&h->cond);
-  pthread_mutex_unlock (&h->lock);
+  flag_set (&h->released);
   io_barrier ();
-  pthread_mutex_destroy (&h->lock);
-  pthread_cond_destroy (&h->cond);
 }
+
+/* ---- Sync calls read their own replies ------------------------------------------ */
 
 /* A client of a new nbdkit (one thread: replies in order) whose home is a
  * new context, pushed: one async read made it so. */
@@ -387,41 +420,6 @@ test_home_reads_itself (void)
   gt_iterate_until (&r.reached);
   hold_end (&h);
   home_client_end (&s, &r);
-}
-
-typedef struct {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  gboolean ran;
-} Barrier;
-
-static gboolean
-barrier_run (gpointer data)
-{
-  Barrier *b = data;
-
-  pthread_mutex_lock (&b->lock);
-  b->ran = TRUE;
-  pthread_cond_broadcast (&b->cond);
-  pthread_mutex_unlock (&b->lock);
-  return G_SOURCE_REMOVE;
-}
-
-/* Two callbacks run on the I/O thread one after the other: between them
- * it prepared its poll again, and so saw the connection's state as it is
- * now. */
-static void
-io_barrier (void)
-{
-  for (int i = 0; i < 2; i++) {
-    Barrier b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, FALSE };
-
-    gnbd_io_schedule (barrier_run, &b, NULL);
-    pthread_mutex_lock (&b.lock);
-    while (!b.ran)
-      pthread_cond_wait (&b.cond, &b.lock);
-    pthread_mutex_unlock (&b.lock);
-  }
 }
 
 typedef struct {
