@@ -13,7 +13,7 @@
  *    reads of 256 KiB, at most the first reply's payload is received into
  *    the library's own buffer and copied from there (RBUF_SIZE at most),
  *    because after a big payload the next reply's header is received
- *    alone.
+ *    alone; with structured replies and with simple ones.
  *
  * The program links the library's objects itself (libnbd_core_internal_dep)
  * with -Wl,--wrap for sendmsg, recv and those allocators (tests/core/meson.build),
@@ -263,6 +263,31 @@ batching (struct nbd_handle *h, enum mix mix, size_t len, const char *what)
       atomic_load (&max_batch));
 }
 
+/* A run of big reads, all in flight at once: at most the first reply's
+ * payload may come through the library's buffer. */
+static void
+big_reads (struct nbd_handle *h, const char *what)
+{
+  struct done d = { 0 };
+  size_t copied;
+
+  start_counting ();
+  for (int i = 0; i < BIG_RUN; i++)
+    if (nbd_aio_pread (h, big[i], BIG, (uint64_t) i * BIG,
+                       (nbd_completion_callback) { .callback = done_cb, .user_data = &d },
+                       0) == -1)
+      bail_out ("big read %d: %s", i, nbd_get_error ());
+  for (int i = 0; i < 10000 && d.calls < BIG_RUN; i++)
+    if (nbd_poll (h, 10000) == -1)
+      bail_out ("nbd_poll: %s", nbd_get_error ());
+  atomic_store (&counting, false);
+  is_uint (d.calls - d.errors, BIG_RUN, "%s: %d reads of 256 KiB done", what, BIG_RUN);
+  copied = sizeof big - atomic_load (&direct);
+  ok (copied <= RBUF_SIZE,
+      "%s: %zu of their %zu payload bytes copied from the library's buffer (at most %d)", what,
+      copied, sizeof big, RBUF_SIZE);
+}
+
 /* Some 2 000 requests of every kind on the hot path. */
 static unsigned
 traffic (struct nbd_handle *h)
@@ -311,26 +336,19 @@ main (void)
   /* With payloads: two iovecs each, 33 KiB in all, which the socket takes. */
   batching (h, WRITES, 512, "64 writes of 512 bytes");
 
-  /* A run of big reads, all in flight at once. */
+  big_reads (h, "structured replies");
   {
-    struct done d = { 0 };
-    size_t copied;
+    /* The same with simple replies: a 16-byte header, no chunk offset. */
+    struct nbd_handle *h2 = nbd_create ();
 
-    start_counting ();
-    for (int i = 0; i < BIG_RUN; i++)
-      if (nbd_aio_pread (h, big[i], BIG, (uint64_t) i * BIG,
-                         (nbd_completion_callback) { .callback = done_cb, .user_data = &d },
-                         0) == -1)
-        bail_out ("big read %d: %s", i, nbd_get_error ());
-    for (int i = 0; i < 10000 && d.calls < BIG_RUN; i++)
-      if (nbd_poll (h, 10000) == -1)
-        bail_out ("nbd_poll: %s", nbd_get_error ());
-    atomic_store (&counting, false);
-    is_uint (d.calls - d.errors, BIG_RUN, "%d reads of 256 KiB done", BIG_RUN);
-    copied = sizeof big - atomic_load (&direct);
-    ok (copied <= RBUF_SIZE,
-        "%zu of their %zu payload bytes copied from the library's buffer (at most %d)", copied,
-        sizeof big, RBUF_SIZE);
+    if (!h2)
+      bail_out ("nbd_create: %s", nbd_get_error ());
+    must (nbd_set_request_structured_replies (h2, false));
+    must (nbd_connect_uri (h2, s.uri));
+    is_int (nbd_get_structured_replies_negotiated (h2), 0, "simple replies on the second handle");
+    big_reads (h2, "simple replies");
+    is_int (nbd_shutdown (h2, 0), 0, "nbd_shutdown of the second handle");
+    nbd_close (h2);
   }
 
   /* Warm up: the pool, the reply buffers, each command kind once. */
