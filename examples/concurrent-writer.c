@@ -8,27 +8,37 @@
  *      byte the library would send is handed to enqueue(), which copies it
  *      into the ring under the ring's mutex and never blocks;
  *   3. connect and issue commands as usual.  The writer thread sends from
- *      the ring to nbd_aio_get_fd (h), as many bytes per sendmsg(2) as the
- *      ring holds, waiting for POLLOUT when the non-blocking socket is full.
- *      It reports a failed send with nbd_concurrent_writer_error (h, errno).
- *      When the library says "no more bytes" (buf NULL, len 0), the thread
- *      sends what is still queued and then shutdown (fd, SHUT_WR).
+ *      the ring with nbd_concurrent_writer_send (h, iov, n), the library's
+ *      non-blocking send(2) to its socket, as many bytes per call as the
+ *      ring holds, waiting for POLLOUT on nbd_aio_get_fd (h) when the
+ *      socket is full.  It reports a failed send with
+ *      nbd_concurrent_writer_error (h, errno).  When the library says "no
+ *      more bytes" (buf NULL, len 0), the thread sends what is still queued
+ *      and then passes the mark on: nbd_concurrent_writer_send (h, NULL, 0)
+ *      (close_notify under TLS, then shutdown (fd, SHUT_WR)).
  *      Batches: the loop that issues a burst of requests marks it
  *      (ring_batch_begin/end); inside it enqueue does not wake the thread,
  *      and at its end the loop sends the burst itself with one
- *      non-blocking sendmsg, leaving to the thread only what the socket
+ *      non-blocking send, leaving to the thread only what the socket
  *      did not take.  The hand-off to the thread is then paid only when
  *      the socket is full, never per request;
  *   4. after nbd_shutdown (or when the handle died), stop the thread, then
  *      nbd_close.
+ *
+ * Under TLS (--tls-psk FILE: nbdkit and the handle use the PSK file,
+ * user "concurrent-writer"), nbd_set_concurrent_writer_encrypt (h, true)
+ * makes the writer thread encrypt: the ring gets plaintext (payloads lent,
+ * with --zero-copy), and nbd_concurrent_writer_send makes the TLS records
+ * on the thread that calls it, while the main thread decrypts the replies.
+ * Without TLS the setting changes nothing, so the program always sets it.
  *
  * With --zero-copy it uses the zero-copy variant instead,
  * nbd_set_concurrent_writer_zero_copy (h, &ring, enqueue_zero_copy): write
  * payloads are not copied but lent (flags LIBNBD_WRITER_LENT).  The ring
  * then holds two kinds of entries, in order: chunks of copied bytes
  * (handshake, request headers) and references to the caller's buffers.
- * The thread sends both alike, many entries per sendmsg (a writev on the
- * socket, with MSG_NOSIGNAL), and after each successful send gives back
+ * The thread sends both alike, many entries per send (a writev on the
+ * socket), and after each successful send gives back
  * the lent bytes it sent with nbd_concurrent_writer_release (h, n).  If a
  * send fails it drops the ring and gives back every lent byte it still
  * holds (the writes complete, with the error, only then), and keeps doing
@@ -43,7 +53,7 @@
  * compare; --request-size and --in-flight change the shape.
  *
  *   concurrent-writer [--zero-copy | --no-writer] [--request-size BYTES[K|M]]
- *                     [--in-flight N] [SIZE_MIB]
+ *                     [--in-flight N] [--tls-psk FILE] [SIZE_MIB]
  *
  * Build: cc concurrent-writer.c $(pkg-config --cflags --libs libnbd-core) -lpthread
  */
@@ -66,7 +76,7 @@
 
 #define MIB (1024 * 1024)
 #define CHUNK_SIZE (1024 * 1024)  /* the ring's unit of allocation */
-#define MAX_IOV 64                /* entries per sendmsg */
+#define MAX_IOV 64                /* entries per send */
 
 enum mode { COPY, ZERO_COPY, NO_WRITER };
 static const char *const mode_names[] = { "copying writer", "zero-copy writer", "no writer" };
@@ -263,18 +273,19 @@ give_back (struct ring *r, size_t lent)
 }
 
 /* One send of everything the ring holds, copied chunks and lent buffers
- * alike, in one non-blocking sendmsg; what went out is retired and the
- * lent part given back.  Called with the lock held and nobody sending;
- * the lock is dropped around the sendmsg, while r->sending keeps the
+ * alike, in one nbd_concurrent_writer_send (the library's non-blocking
+ * sendmsg; under TLS with the writer encrypting, the records are made
+ * there, on this thread); what went out is retired and the lent part
+ * given back.  Called with the lock held and nobody sending; the lock is
+ * dropped around the send, while r->sending keeps the
  * other sender (the thread, or a batch's end) away, so only this call
  * retires entries, and enqueue only writes past each chunk's end: these
  * bytes stay put.  Returns 0, or EAGAIN when the socket was full; a
  * failure is reported and marks the ring failed. */
 static int
-send_queued (struct ring *r, int fd)
+send_queued (struct ring *r)
 {
   struct iovec iov[MAX_IOV];
-  struct msghdr msg = { .msg_iov = iov };
   ssize_t sent;
   int n = 0, err;
 
@@ -283,11 +294,10 @@ send_queued (struct ring *r, int fd)
       iov[n].iov_base = (char *) (c->lent ? c->lent : c->data) + c->start;
       iov[n++].iov_len = c->end - c->start;
     }
-  msg.msg_iovlen = n;
   r->sending = true;
   pthread_mutex_unlock (&r->lock);
 
-  sent = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  sent = nbd_concurrent_writer_send (r->h, iov, n);
   err = sent == -1 ? errno : 0;
 
   pthread_mutex_lock (&r->lock);
@@ -325,14 +335,25 @@ writer_thread (void *arg)
         pthread_cond_wait (&r->cond, &r->lock);
       continue;
     }
-    if (r->queued == 0) {
-      /* End of stream and everything sent: close our half. */
-      shutdown (r->fd, SHUT_WR);
-      break;
-    }
     if (r->fd == -1)
       r->fd = nbd_aio_get_fd (r->h);
-    if (send_queued (r, r->fd) == EAGAIN) {
+    if (r->queued == 0) {
+      /* End of stream and everything sent: pass the mark on (under TLS
+       * close_notify, then in any case shutdown (fd, SHUT_WR)). */
+      ssize_t e;
+
+      pthread_mutex_unlock (&r->lock);
+      while ((e = nbd_concurrent_writer_send (r->h, NULL, 0)) == -1 && errno == EAGAIN) {
+        struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
+
+        poll (&pfd, 1, 1000);
+      }
+      if (e == -1)
+        nbd_concurrent_writer_error (r->h, errno);
+      pthread_mutex_lock (&r->lock);
+      break;
+    }
+    if (send_queued (r) == EAGAIN) {
       /* The socket is non-blocking (it is the library's): wait until it
        * takes more.  Bounded, so that a stop request is seen. */
       struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
@@ -349,7 +370,7 @@ writer_thread (void *arg)
 /* Batches: the main loop marks a burst of requests.  Their bytes are
  * queued without waking the thread; at the end of the burst (before the
  * loop waits for replies) the loop sends them itself, with one
- * non-blocking sendmsg, and only what the socket did not take is left to
+ * non-blocking send, and only what the socket did not take is left to
  * the thread.  So the thread is handed work only when the socket is full,
  * where it pays (a big write drains while the loop reads replies), and a
  * small request costs no thread hand-off at all.  Bytes queued outside a
@@ -363,13 +384,13 @@ ring_batch_begin (struct ring *r)
 }
 
 static void
-ring_batch_end (struct ring *r, int fd)
+ring_batch_end (struct ring *r)
 {
   pthread_mutex_lock (&r->lock);
   r->batch = false;
   /* Not when there is nothing to send, or it is the thread's turn. */
   if (r->queued > 0 && !r->sending && !r->failed && !r->stop && !r->end_of_stream)
-    send_queued (r, fd);
+    send_queued (r);
   /* What is left (the socket was full) is the thread's. */
   if (r->queued > 0 || r->failed)
     pthread_cond_signal (&r->cond);
@@ -528,7 +549,7 @@ run_phase (struct nbd_handle *h, struct ring *r, int fd, uint64_t size, bool wri
       next += request_size;
     }
     if (r)
-      ring_batch_end (r, fd);
+      ring_batch_end (r);
     if (command_error) {
       fprintf (stderr, "concurrent-writer: a %s failed: %s\n", writing ? "write" : "read",
                strerror (command_error));
@@ -548,7 +569,8 @@ static void
 usage (void)
 {
   fprintf (stderr, "usage: concurrent-writer [--zero-copy | --no-writer] "
-           "[--request-size BYTES[K|M]] [--in-flight N] [SIZE_MIB (default 1024)]\n");
+           "[--request-size BYTES[K|M]] [--in-flight N] [--tls-psk FILE] "
+           "[SIZE_MIB (default 1024)]\n");
   exit (1);
 }
 
@@ -580,8 +602,11 @@ main (int argc, char *argv[])
     { "no-writer", no_argument, NULL, 'n' },
     { "request-size", required_argument, NULL, 'r' },
     { "in-flight", required_argument, NULL, 'q' },
+    { "tls-psk", required_argument, NULL, 't' },
     { NULL },
   };
+  const char *psk_file = NULL;
+  char *psk_arg = NULL;
   unsigned long mib = 1024;
   char size_arg[32];
   struct ring ring = { .fd = -1 };
@@ -609,6 +634,9 @@ main (int argc, char *argv[])
     case 'q':
       max_in_flight = atoi (optarg);
       break;
+    case 't':
+      psk_file = optarg;
+      break;
     default:
       usage ();
     }
@@ -627,7 +655,22 @@ main (int argc, char *argv[])
   }
   nr_requests = size / request_size;
   snprintf (size_arg, sizeof size_arg, "size=%luM", mib);
-  char *server[] = { "nbdkit", "-s", "--exit-with-parent", "memory", size_arg, NULL };
+  if (psk_file) {
+    size_t n = strlen ("--tls-psk=") + strlen (psk_file) + 1;
+
+    if ((psk_arg = malloc (n)) == NULL) {
+      perror ("malloc");
+      exit (1);
+    }
+    snprintf (psk_arg, n, "--tls-psk=%s", psk_file);
+  }
+  char *server[] = { "nbdkit", "-s", "--exit-with-parent", "memory", size_arg, NULL, NULL, NULL };
+  if (psk_file) {
+    server[3] = "--tls=require";
+    server[4] = psk_arg;
+    server[5] = "memory";
+    server[6] = size_arg;
+  }
 
   slots = calloc (max_in_flight, sizeof *slots);
   if (slots == NULL) {
@@ -644,7 +687,15 @@ main (int argc, char *argv[])
   h = nbd_create ();
   if (h == NULL)
     die ("nbd_create");
+  if (psk_file && (nbd_set_tls (h, LIBNBD_TLS_REQUIRE) == -1 ||
+                   nbd_set_tls_psk_file (h, psk_file) == -1 ||
+                   nbd_set_tls_username (h, "concurrent-writer") == -1))
+    die ("nbd_set_tls");
   if (mode != NO_WRITER) {
+    /* Under TLS the writer thread makes the records (in send_queued's
+     * nbd_concurrent_writer_send); without TLS this changes nothing. */
+    if (nbd_set_concurrent_writer_encrypt (h, true) == -1)
+      die ("nbd_set_concurrent_writer_encrypt");
     ring.h = h;
     pthread_mutex_init (&ring.lock, NULL);
     pthread_cond_init (&ring.cond, NULL);
@@ -705,9 +756,10 @@ main (int argc, char *argv[])
     free (slots[i].buf);
   free (slots);
 
-  printf ("concurrent-writer: %s, %lu MiB in %zu KiB requests, %d in flight, verified: "
+  free (psk_arg);
+  printf ("concurrent-writer: %s%s, %lu MiB in %zu KiB requests, %d in flight, verified: "
           "write %.1f MiB/s %.0f ops/s, read %.1f MiB/s %.0f ops/s\n",
-          mode_names[mode], mib, request_size / 1024, max_in_flight, (double) mib / t_write,
+          mode_names[mode], psk_file ? " (TLS)" : "", mib, request_size / 1024, max_in_flight, (double) mib / t_write,
           (double) nr_requests / t_write, (double) mib / t_read, (double) nr_requests / t_read);
   return 0;
 }

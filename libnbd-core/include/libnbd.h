@@ -478,6 +478,41 @@ extern int nbd_set_concurrent_writer_zero_copy (struct nbd_handle *h, void *data
 extern int nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
   LIBNBD_ATTRIBUTE_NONNULL (1);
 
+/* The writer thread encrypts (libnbd-core only).
+ *
+ *   int nbd_set_concurrent_writer_encrypt (struct nbd_handle *h, bool encrypt);
+ *   int nbd_get_concurrent_writer_encrypt (struct nbd_handle *h);
+ *   ssize_t nbd_concurrent_writer_send (struct nbd_handle *h,
+ *                                       const struct iovec *iov, int iovcnt);
+ *
+ * nbd_concurrent_writer_send is the writer thread's send(2): it sends the
+ * bytes the writer callback queued, from the front of iov, to the handle's
+ * socket, without blocking.  It returns how many it took (they are on the
+ * socket), or -1 with errno EAGAIN (the socket is full: wait for POLLOUT on
+ * nbd_aio_get_fd(h), then call it again with the same bytes in front), or
+ * -1 with another errno (report it with nbd_concurrent_writer_error).
+ * iov NULL (iovcnt 0) passes the end-of-stream mark on: it ends TLS with
+ * close_notify when the records are this thread's, then shuts down the
+ * write side; 0, or -1 with EAGAIN (call it again).  It takes no lock;
+ * one caller at a time (your thread, or the loop at the end of a batch
+ * while it holds your queue's sender claim).
+ *
+ * nbd_set_concurrent_writer_encrypt(h, true), on a newly created handle:
+ * once a TLS handshake ends with a writer set, the writer gets plaintext
+ * (payloads lent too, with the zero-copy writer), and the records are made
+ * in nbd_concurrent_writer_send, on your thread, while the thread driving
+ * the handle decrypts the replies.  Your thread must then send every byte
+ * through nbd_concurrent_writer_send, never with send(2) of its own: the
+ * bytes are not encrypted yet.  Without TLS nothing changes (the call
+ * sends the bytes as they are).  See docs/concurrent-writer.md. */
+extern int nbd_set_concurrent_writer_encrypt (struct nbd_handle *h, bool encrypt)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+extern int nbd_get_concurrent_writer_encrypt (struct nbd_handle *h)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+extern ssize_t nbd_concurrent_writer_send (struct nbd_handle *h, const struct iovec *iov,
+                                           int iovcnt)
+  LIBNBD_ATTRIBUTE_NONNULL (1);
+
 /* ---- Witness macros: one per call this header declares ---------------- */
 
 #define LIBNBD_HAVE_NBD_CREATE 1
@@ -610,6 +645,9 @@ extern int nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
 #define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_ERROR 1
 #define LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY 1
 #define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_RELEASE 1
+#define LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ENCRYPT 1
+#define LIBNBD_HAVE_NBD_GET_CONCURRENT_WRITER_ENCRYPT 1
+#define LIBNBD_HAVE_NBD_CONCURRENT_WRITER_SEND 1
 
 #ifdef __cplusplus
 }

@@ -224,6 +224,7 @@ nbd_create (void)
   pthread_mutex_init (&h->lock, NULL);
   nbd_internal_set_fd (h, -1);
   h->zc_wake = -1;
+  atomic_store (&h->wr_raw_end, UINT64_MAX);
   h->pid = -1;
   h->unique = 1;
   h->tls_verify_peer = true;

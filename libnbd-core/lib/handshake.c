@@ -843,7 +843,7 @@ nbd_internal_hs_run (struct nbd_handle *h)
   for (;;) {
     if (h->state != ST_HANDSHAKE)
       return 0;
-    if (h->hs_out_pos < h->hs_out_len && h->tls_conn) {
+    if (h->hs_out_pos < h->hs_out_len && nbd_internal_tls_sends (h)) {
       if (nbd_internal_tls_send (h, h->hs_out + h->hs_out_pos,
                                  h->hs_out_len - h->hs_out_pos) == -1)
         goto dead;

@@ -203,6 +203,14 @@ struct nbd_handle {
   bool closing;
   _Atomic int writer_err;       /* first error the writer reported, 0 if none */
   _Atomic int wake_fd;          /* h->fd, for nbd_concurrent_writer_error */
+  /* The writer thread encrypts (nbd_set_concurrent_writer_encrypt): once
+   * the TLS handshake is done, the writer gets plaintext and its thread
+   * makes the records in nbd_concurrent_writer_send. */
+  bool writer_encrypt;          /* the user's wish */
+  bool tls_plain;               /* in effect: no record is made on this side */
+  uint64_t wr_handed;           /* bytes handed to the writer, ever */
+  _Atomic uint64_t wr_raw_end;  /* where its plaintext starts; UINT64_MAX: never */
+  uint64_t wr_sent;             /* bytes nbd_concurrent_writer_send took (its side) */
 
   /* Negotiated facts. */
   const char *protocol;
@@ -440,6 +448,12 @@ bool nbd_internal_tls_pending (const struct nbd_handle *h);
 /* close_notify after NBD_CMD_DISC, then the end of the write side. */
 void nbd_internal_tls_bye (struct nbd_handle *h);
 void nbd_internal_tls_free (struct nbd_handle *h);
+/* The writer thread's side once h->tls_plain is on: encrypt plaintext from
+ * iov and send it (nbd_concurrent_writer_send's contract); close_notify at
+ * the end of the stream (0 sent, -1 with errno EAGAIN or an error). */
+ssize_t nbd_internal_tls_writer_send (struct nbd_handle *h, int fd, const struct iovec *iov,
+                                      int iovcnt);
+int nbd_internal_tls_writer_bye (struct nbd_handle *h, int fd);
 #else
 /* Never reached (tls_conn stays NULL); they only keep the callers whole. */
 #define NBD_NO_TLS_CALL(h) ((void) (h), set_error (ENOTSUP, "built without TLS support"), -1)
@@ -453,7 +467,12 @@ void nbd_internal_tls_free (struct nbd_handle *h);
 #define nbd_internal_tls_pending(h) ((void) (h), false)
 #define nbd_internal_tls_bye(h) ((void) (h))
 #define nbd_internal_tls_free(h) ((void) (h))
+#define nbd_internal_tls_writer_send(h, fd, iov, iovcnt) \
+  ((void) (fd), (void) (iov), (void) (iovcnt), NBD_NO_TLS_CALL (h))
+#define nbd_internal_tls_writer_bye(h, fd) ((void) (fd), NBD_NO_TLS_CALL (h))
 #endif
+/* Records are made on this side (TLS on, and not by the writer thread). */
+#define nbd_internal_tls_sends(h) ((h)->tls_conn && !(h)->tls_plain)
 /* Bytes still to go out through the socket: requests or TLS ciphertext. */
 #define nbd_internal_tls_out_waiting(h) ((h)->tls_conn && nbd_internal_tls_out_pending (h))
 

@@ -389,7 +389,7 @@ flush_tls (struct nbd_handle *h)
 int
 nbd_internal_flush_out (struct nbd_handle *h)
 {
-  if (__builtin_expect (h->tls_conn != NULL, 0))
+  if (__builtin_expect (nbd_internal_tls_sends (h), 0))
     return flush_tls (h);
   if (h->writer)
     return flush_to_writer (h);

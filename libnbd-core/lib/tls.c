@@ -62,10 +62,16 @@ struct nbd_tls {
   size_t in_start, in_end;
   uint64_t in_taken;            /* bytes GnuTLS took from in, ever */
 
-  /* Ciphertext waiting for the socket (never used under a writer). */
+  /* Ciphertext waiting for the socket: never used under a writer, unless
+   * the writer thread encrypts, and then only by its side. */
   char *out;
   size_t out_start, out_end, out_cap;
   bool shut_wr_pending;         /* shutdown(SHUT_WR) once out is empty */
+  /* The writer thread makes the records (h->tls_plain): from the end of
+   * the handshake on, out, the stage and GnuTLS's sending side are its. */
+  bool writer_encrypts;
+  size_t out_plain;             /* plaintext behind out, reported once sent */
+  bool bye_made;                /* close_notify is in out (or sent) */
 
   /* Plaintext gathered into the next record. */
   size_t rec_max;
@@ -90,9 +96,10 @@ pull (gnutls_transport_ptr_t ptr, void *buf, size_t len)
       n = recv (h->fd, t->in, TLS_IN_SIZE, 0);
     while (n == -1 && errno == EINTR);
     if (n == -1) {
+      /* GnuTLS reads errno itself; gnutls_transport_set_errno is not
+       * for a session whose two directions run on two threads. */
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         t->sys_errno = errno;
-      gnutls_transport_set_errno (t->session, errno);
       return -1;
     }
     if (n == 0)
@@ -151,12 +158,12 @@ push (gnutls_transport_ptr_t ptr, const void *buf, size_t len)
   struct nbd_handle *h = ptr;
   struct nbd_tls *t = h->tls_conn;
 
-  if (h->writer) {
+  if (h->writer && !t->writer_encrypts) {
     nbd_internal_writer_send (h, buf, len);
     return len;
   }
   if (out_append (t, buf, len) == -1) {
-    gnutls_transport_set_errno (t->session, ENOMEM);
+    errno = ENOMEM;
     return -1;
   }
   return len;
@@ -701,6 +708,23 @@ nbd_internal_tls_handshake_step (struct nbd_handle *h)
   t->rec_max = gnutls_record_get_max_size (t->session);
   if (t->rec_max == 0 || t->rec_max > TLS_RECORD_MAX)
     t->rec_max = TLS_RECORD_MAX;
+  if (h->writer && h->writer_encrypt) {
+    /* From here on the writer gets plaintext, and its thread encrypts and
+     * sends (nbd_concurrent_writer_send) while this one decrypts.  GnuTLS
+     * allows one thread sending and another receiving on a session as
+     * long as neither starts what needs both (a TLS 1.2 renegotiation:
+     * refused in tls_error; a key update we ask for: never done; a
+     * received TLS 1.3 KeyUpdate only schedules ours for the next record
+     * sent, on the sending thread) and the sender ends the session with
+     * gnutls_bye (GNUTLS_SHUT_WR) (nbd_internal_tls_writer_bye).  All of
+     * this handshake's records went to the writer already (push): the
+     * bytes handed so far are the last ones to send as they are. */
+    t->writer_encrypts = true;
+    h->tls_plain = true;
+    atomic_store (&h->wr_raw_end, h->wr_handed);
+    debug (h, "TLS: the writer thread encrypts from byte %" PRIu64 " of its stream on",
+           h->wr_handed);
+  }
   if (h->debug) {
     char *desc = gnutls_session_get_desc (t->session);
 
@@ -827,11 +851,37 @@ nbd_internal_tls_send (struct nbd_handle *h, const void *buf, size_t len)
   return 0;
 }
 
+/* Send what out holds, as the socket takes it: 1 all sent, 0 the socket
+ * is full, -1 error (set). */
+static int
+send_out (struct nbd_tls *t, int fd)
+{
+  while (t->out_start < t->out_end) {
+    ssize_t n = send (fd, t->out + t->out_start, t->out_end - t->out_start,
+                      MSG_DONTWAIT | MSG_NOSIGNAL);
+
+    if (n == -1) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
+      if (errno == EINTR)
+        continue;
+      set_error (errno, "send");
+      return -1;
+    }
+    t->out_start += n;
+  }
+  t->out_start = t->out_end = 0;
+  return 1;
+}
+
 int
 nbd_internal_tls_flush (struct nbd_handle *h)
 {
   struct nbd_tls *t = h->tls_conn;
+  int r;
 
+  if (t->writer_encrypts)
+    return 1;                   /* the writer thread's side */
   if (commit_stage (h) == -1)
     return -1;
   if (h->writer) {
@@ -846,20 +896,9 @@ nbd_internal_tls_flush (struct nbd_handle *h)
     }
     return 1;
   }
-  while (t->out_start < t->out_end) {
-    ssize_t n = send (h->fd, t->out + t->out_start, t->out_end - t->out_start, MSG_NOSIGNAL);
-
-    if (n == -1) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return 0;
-      if (errno == EINTR)
-        continue;
-      set_error (errno, "send");
-      return -1;
-    }
-    t->out_start += n;
-  }
-  t->out_start = t->out_end = 0;
+  r = send_out (t, h->fd);
+  if (r != 1)
+    return r;
   if (t->shut_wr_pending) {
     t->shut_wr_pending = false;
     shutdown (h->fd, SHUT_WR);
@@ -872,6 +911,8 @@ nbd_internal_tls_out_pending (const struct nbd_handle *h)
 {
   const struct nbd_tls *t = h->tls_conn;
 
+  if (t->writer_encrypts)
+    return false;               /* the writer thread's side */
   return t->out_start < t->out_end || t->stage_len > 0 || t->shut_wr_pending;
 }
 
@@ -889,6 +930,11 @@ nbd_internal_tls_bye (struct nbd_handle *h)
   struct nbd_tls *t = h->tls_conn;
   int err;
 
+  if (t->writer_encrypts) {
+    /* The writer thread sends close_notify after the bytes it holds. */
+    nbd_internal_writer_send (h, NULL, 0);
+    return;
+  }
   if (commit_stage (h) == -1)
     debug (h, "TLS: %s", nbd_get_error ());
   do
@@ -900,4 +946,80 @@ nbd_internal_tls_bye (struct nbd_handle *h)
     nbd_internal_writer_send (h, NULL, 0);
   else
     t->shut_wr_pending = true;
+}
+
+/* ---- The writer thread's side (nbd_set_concurrent_writer_encrypt) ------ */
+
+/* Plaintext encrypted per call: the ciphertext waiting in out stays
+ * bounded, and a send(2) carries many records. */
+#define TLS_WRITER_BATCH (256 * 1024)
+
+static ssize_t
+writer_full (void)
+{
+  set_error (EAGAIN, "the socket is full: wait for POLLOUT, then send the same bytes again");
+  errno = EAGAIN;
+  return -1;
+}
+
+ssize_t
+nbd_internal_tls_writer_send (struct nbd_handle *h, int fd, const struct iovec *iov, int iovcnt)
+{
+  struct nbd_tls *t = h->tls_conn;
+  size_t plain = 0;
+  int r;
+
+  /* Ciphertext still waiting is of the bytes the caller offers again
+   * (the same ones: we said EAGAIN); else encrypt the next batch. */
+  if (t->out_start == t->out_end) {
+    for (int i = 0; i < iovcnt && plain < TLS_WRITER_BATCH; i++) {
+      size_t len = iov[i].iov_len;
+
+      if (len > TLS_WRITER_BATCH - plain)
+        len = TLS_WRITER_BATCH - plain;
+      if (len > 0 && nbd_internal_tls_send (h, iov[i].iov_base, len) == -1)
+        return -1;
+      plain += len;
+    }
+    if (commit_stage (h) == -1)
+      return -1;
+    t->out_plain = plain;
+  }
+  r = send_out (t, fd);
+  if (r == -1)
+    return -1;
+  if (r == 0)
+    return writer_full ();
+  plain = t->out_plain;
+  t->out_plain = 0;
+  return plain;
+}
+
+int
+nbd_internal_tls_writer_bye (struct nbd_handle *h, int fd)
+{
+  struct nbd_tls *t = h->tls_conn;
+  int err, r;
+
+  if (!t->bye_made) {
+    r = send_out (t, fd);
+    if (r != 1)
+      return r == 0 ? writer_full () : -1;
+    if (commit_stage (h) == -1)
+      return -1;
+    /* Its push never fails (out grows), so neither does this; and this
+     * thread may not log through the handle (no lock). */
+    do
+      err = gnutls_bye (t->session, GNUTLS_SHUT_WR);
+    while (err == GNUTLS_E_INTERRUPTED);
+    if (err < 0) {
+      set_error (EPROTO, "TLS: gnutls_bye: %s", gnutls_strerror (err));
+      return -1;
+    }
+    t->bye_made = true;
+  }
+  r = send_out (t, fd);
+  if (r != 1)
+    return r == 0 ? writer_full () : -1;
+  return 0;
 }

@@ -5,8 +5,16 @@
  * Owns the writer's error, the only state touched without the handle lock:
  * nbd_concurrent_writer_error is lock-free (an atomic compare-and-swap and a
  * shutdown(2)) so it is safe from the writer thread at any moment.
+ *
+ * And the writer thread's own send, nbd_concurrent_writer_send: the bytes
+ * it is given are sent as they are up to h->wr_raw_end (cleartext before
+ * STARTTLS, the TLS handshake's records), and encrypted after it, when the
+ * handle hands the writer plaintext (nbd_set_concurrent_writer_encrypt).
+ * Its state (h->wr_sent, and tls.c's output side once h->tls_plain is on)
+ * belongs to whoever calls it, one caller at a time.
  */
 #include <errno.h>
+#include <string.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -24,6 +32,7 @@ nbd_internal_set_fd (struct nbd_handle *h, int fd)
 void
 nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len)
 {
+  h->wr_handed += len;
   if (h->writer_zc)
     h->writer_zc (h->writer_data, buf, len, 0);
   else
@@ -33,6 +42,7 @@ nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len)
 void
 nbd_internal_writer_lend (struct nbd_handle *h, struct command *cmd, const void *buf, size_t len)
 {
+  h->wr_handed += len;
   if (!h->writer_zc) {
     h->writer (h->writer_data, buf, len);
     return;
@@ -133,6 +143,110 @@ nbd_set_concurrent_writer_zero_copy (struct nbd_handle *h, void *data,
                                      nbd_writer_zero_copy_cb writer)
 {
   return set_writer (h, "nbd_set_concurrent_writer_zero_copy", data, NULL, writer);
+}
+
+EXPORT int
+nbd_set_concurrent_writer_encrypt (struct nbd_handle *h, bool encrypt)
+{
+  ENTER (h, "nbd_set_concurrent_writer_encrypt", PS_CREATED, -1);
+  h->writer_encrypt = encrypt;
+  LEAVE (h);
+  return 0;
+}
+
+EXPORT int
+nbd_get_concurrent_writer_encrypt (struct nbd_handle *h)
+{
+  int r;
+
+  ENTER (h, "nbd_get_concurrent_writer_encrypt", PS_ANY, -1);
+  r = h->writer_encrypt;
+  LEAVE (h);
+  return r;
+}
+
+/* Send at most @limit bytes of iov as they are. */
+static ssize_t
+send_raw (int fd, const struct iovec *iov, int iovcnt, uint64_t limit)
+{
+  struct iovec cut[64];
+  struct msghdr msg = { .msg_iov = (struct iovec *) iov, .msg_iovlen = iovcnt };
+  uint64_t total = 0;
+  ssize_t n;
+
+  for (int i = 0; i < iovcnt; i++) {
+    total += iov[i].iov_len;
+    if (total > limit || i == 64) {
+      /* The handshake's last bytes end inside iov, or iov is long: a
+       * copy that stops there. */
+      int k = i < 64 ? i : 64;
+
+      memcpy (cut, iov, k * sizeof *cut);
+      if (k < 64 && total > limit) {
+        cut[k] = iov[k];
+        cut[k].iov_len -= total - limit;
+        k++;
+      }
+      msg.msg_iov = cut;
+      msg.msg_iovlen = k;
+      break;
+    }
+  }
+  do
+    n = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n == -1 && errno == EINTR);
+  return n;
+}
+
+static ssize_t
+send_failed (void)
+{
+  int err = errno;
+
+  if (err == EAGAIN || err == EWOULDBLOCK)
+    set_error (EAGAIN, "the socket is full: wait for POLLOUT, then send the same bytes again");
+  else
+    set_error (err, "send");
+  errno = err == EWOULDBLOCK ? EAGAIN : err;
+  return -1;
+}
+
+EXPORT ssize_t
+nbd_concurrent_writer_send (struct nbd_handle *h, const struct iovec *iov, int iovcnt)
+{
+  uint64_t raw_end;
+  int fd;
+  ssize_t n;
+
+  ENTER_NOLOCK ("nbd_concurrent_writer_send");
+  raw_end = atomic_load (&h->wr_raw_end);
+  fd = atomic_load (&h->wake_fd);
+  if (iovcnt < 0 || (iov == NULL && iovcnt > 0)) {
+    set_error (iovcnt < 0 ? EINVAL : EFAULT, "iov cannot be NULL when iovcnt is not 0");
+    return -1;
+  }
+  if (fd < 0) {
+    set_error (ENOTCONN, "the handle has no socket");
+    return -1;
+  }
+  if (iov == NULL) {
+    /* The end of the stream: close_notify first if the records are ours. */
+    if (raw_end != UINT64_MAX && nbd_internal_tls_writer_bye (h, fd) == -1)
+      return -1;
+    shutdown (fd, SHUT_WR);
+    return 0;
+  }
+  if (h->wr_sent >= raw_end) {
+    n = nbd_internal_tls_writer_send (h, fd, iov, iovcnt);
+    if (n > 0)
+      h->wr_sent += n;
+    return n;
+  }
+  n = send_raw (fd, iov, iovcnt, raw_end - h->wr_sent);
+  if (n == -1)
+    return send_failed ();
+  h->wr_sent += n;
+  return n;
 }
 
 EXPORT int

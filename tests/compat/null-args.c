@@ -90,13 +90,16 @@ chunk_cb (void *user_data, const void *subbuf, size_t count, uint64_t offset, un
 #endif
 
 /* Pointer parameters that may be NULL: user data handed back to the
- * caller's own callback. */
+ * caller's own callback; the writer's send, where iov NULL (iovcnt 0) is
+ * the end-of-stream mark (tls-writer-encrypt tests iov NULL with iovcnt
+ * 1: EFAULT). */
 static const struct {
   const char *call;
   int index;
 } nullable[] = {
   { "nbd_set_concurrent_writer", 2 },
   { "nbd_set_concurrent_writer_zero_copy", 2 },
+  { "nbd_concurrent_writer_send", 2 },
 };
 
 #define THUNK(fn, idx, pname, states, args)                              \
