@@ -17,6 +17,7 @@
  *         [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]
  *         [--qd N] [--read-pct P] [--duration SECONDS | --requests N]
  *         [--writer | --zero-copy] [--no-batch] [--export-size SIZE] [--sink PATH]
+ *         [--tls psk|x509 --pki DIR] [--encrypt]
  *
  * --writer (libnbd-core only) sends through nbd_set_concurrent_writer: the
  * callback copies every byte into a ring and a writer thread of ours writes
@@ -44,6 +45,13 @@
  * on its own handle with its own nbd_poll loop (and its own writer thread
  * with --writer or --zero-copy), as libnbd's one-handle-per-thread model
  * has it; the figures are the sum over the handles.
+ *
+ * --tls psk|x509 (nbdkit only): the server requires TLS, with the PSK file
+ * DIR/keys.psk (user "bench") or the X.509 certificates in DIR (ca-cert.pem,
+ * server-cert.pem, server-key.pem; bench/run.py makes them), and the client
+ * uses the same.  --encrypt (libnbd-core, with a writer): the writer thread
+ * makes the TLS records (nbd_set_concurrent_writer_encrypt), and the
+ * writers send through nbd_concurrent_writer_send instead of sendmsg.
  *
  * --pin pins this process (and so every thread of it) and the server it
  * starts to one CPU, the same one.  --requests runs a fixed number of
@@ -108,6 +116,9 @@ struct options {
   enum writer_mode writer;
   int pin;                      /* -1: not pinned */
   uint64_t export_size;
+  const char *tls;              /* NULL, "psk" or "x509" */
+  const char *pki;              /* --pki DIR */
+  bool encrypt;                 /* --encrypt */
 };
 
 static void
@@ -277,8 +288,8 @@ start_server (const struct options *o)
 {
   const char *tmp = getenv ("TMPDIR");
   bool sink = !strcmp (o->server, "sink"), tcp = o->transport == T_TCP;
-  char size[32];
-  const char *argv[20];
+  char size[32], tls_arg[PATH_MAX + 32];
+  const char *argv[24];
 
   snprintf (tmpdir, sizeof tmpdir, "%s/nbd-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp (tmpdir))
@@ -329,6 +340,13 @@ start_server (const struct options *o)
         argv[n++] = "-U";
         argv[n++] = sockpath;
       }
+      if (o->tls) {
+        snprintf (tls_arg, sizeof tls_arg, "%s=%s%s",
+                  !strcmp (o->tls, "psk") ? "--tls-psk" : "--tls-certificates", o->pki,
+                  !strcmp (o->tls, "psk") ? "/keys.psk" : "");
+        argv[n++] = "--tls=require";
+        argv[n++] = tls_arg;
+      }
       argv[n++] = o->server;
       argv[n++] = size;
     }
@@ -355,6 +373,7 @@ start_server (const struct options *o)
 /* ---- The concurrent writer: a ring and a thread ------------------------ */
 
 static bool batches = true;     /* --no-batch turns them off: see ring_batch_end */
+static bool encrypting;         /* --encrypt: the writers send with nbd_concurrent_writer_send */
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
 static _Thread_local bool in_batch;
 #endif
@@ -421,6 +440,41 @@ writer_fd (struct nbd_handle *h, int *fd)
     }
   }
   return true;
+}
+
+/* The writers' non-blocking send: the library's with --encrypt (the
+ * records are made there, on the calling thread), else sendmsg. */
+static ssize_t
+writer_sendv (struct nbd_handle *h, int fd, struct iovec *iov, int n)
+{
+  struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n };
+
+#ifdef LIBNBD_HAVE_NBD_CONCURRENT_WRITER_SEND
+  if (encrypting)
+    return nbd_concurrent_writer_send (h, iov, n);
+#endif
+  return sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* The end of the stream, once everything queued is sent: close_notify
+ * (with --encrypt, under TLS) and the write side's shutdown. */
+static void
+writer_shutdown (struct nbd_handle *h, int fd)
+{
+#ifdef LIBNBD_HAVE_NBD_CONCURRENT_WRITER_SEND
+  if (encrypting) {
+    while (nbd_concurrent_writer_send (h, NULL, 0) == -1) {
+      struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+      if (errno != EAGAIN || poll (&p, 1, 1000) == -1) {
+        nbd_concurrent_writer_error (h, errno);
+        return;
+      }
+    }
+    return;
+  }
+#endif
+  shutdown (fd, SHUT_WR);
 }
 
 static void
@@ -496,16 +550,16 @@ ring_batch_end (struct ring *r)
   in_batch = false;
   if (atomic_load (&r->head) == atomic_load (&r->tail))
     return;
-  if (fd >= 0 && sender_try_claim (&r->busy)) {
+  /* With --encrypt a send here would encrypt on this thread: the whole
+   * batch is the writer thread's. */
+  if (fd >= 0 && !encrypting && sender_try_claim (&r->busy)) {
     size_t tail = atomic_load_explicit (&r->tail, memory_order_relaxed);
     size_t head = atomic_load (&r->head);
     struct iovec iov[2];
-    struct msghdr msg = { .msg_iov = iov };
     ssize_t w;
 
     if (head != tail) {
-      msg.msg_iovlen = ring_iov (r, tail, head, iov);
-      w = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      w = writer_sendv (r->h, fd, iov, ring_iov (r, tail, head, iov));
       atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
       if (w > 0)
         atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
@@ -538,7 +592,7 @@ ring_thread (void *arg)
     if (head == tail) {
       if (atomic_load (&r->eof) && atomic_load (&r->head) == tail) {
         if (writer_fd (r->h, &r->fd))
-          shutdown (r->fd, SHUT_WR);
+          writer_shutdown (r->h, r->fd);
         return NULL;
       }
       if (atomic_load (&r->stop))
@@ -565,7 +619,7 @@ ring_thread (void *arg)
       continue;
     }
     n = ring_iov (r, tail, head, iov);
-    w = writev (r->fd, iov, n);
+    w = writer_sendv (r->h, r->fd, iov, n);
     /* What went out leaves the ring before the next sender looks. */
     if (w > 0)
       atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
@@ -831,17 +885,16 @@ zring_batch_end (struct zring *r)
   in_batch = false;
   if (atomic_load (&r->ehead) == atomic_load (&r->etail))
     return;
-  if (fd >= 0 && sender_try_claim (&r->busy)) {
+  /* As in ring_batch_end: with --encrypt the batch is the thread's. */
+  if (fd >= 0 && !encrypting && sender_try_claim (&r->busy)) {
     size_t et = atomic_load_explicit (&r->etail, memory_order_relaxed);
     size_t eh = atomic_load (&r->ehead);
     struct iovec iov[IOV_MAX];
-    struct msghdr msg = { .msg_iov = iov };
     ssize_t w;
 
     /* Not after a failure: the thread owns the queue then. */
     if (eh != et && !atomic_load (&r->overflow)) {
-      msg.msg_iovlen = zring_iov (r, et, eh, iov);
-      w = sendmsg (fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      w = writer_sendv (r->h, fd, iov, zring_iov (r, et, eh, iov));
       atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
       if (w > 0)
         zring_retire (r, et, (size_t) w);
@@ -893,7 +946,7 @@ zring_thread (void *arg)
     if (eh == et) {
       if (!failed && atomic_load (&r->eof) && atomic_load (&r->ehead) == et) {
         if (writer_fd (r->h, &r->fd))
-          shutdown (r->fd, SHUT_WR);
+          writer_shutdown (r->h, r->fd);
         return NULL;
       }
       if (atomic_load (&r->stop))
@@ -924,7 +977,7 @@ zring_thread (void *arg)
       continue;
     }
     n = zring_iov (r, et, eh, iov);
-    w = writev (r->fd, iov, n);
+    w = writer_sendv (r->h, r->fd, iov, n);
     if (w > 0)
       zring_retire (r, et, (size_t) w);
     atomic_store (&r->busy, false);
@@ -1169,7 +1222,7 @@ usage (void)
            "             [--workload randread|randwrite|seqread|seqwrite|mixed] [--bs SIZE]\n"
            "             [--qd N] [--read-pct P] [--duration SECONDS | --requests N]\n"
            "             [--writer | --zero-copy] [--no-batch] [--export-size SIZE]\n"
-           "             [--sink PATH]\n");
+           "             [--sink PATH] [--tls psk|x509 --pki DIR] [--encrypt]\n");
   exit (2);
 }
 
@@ -1200,6 +1253,10 @@ parse_options (int argc, char *argv[], struct options *o)
     }
     if (!strcmp (a, "--no-batch")) {
       batches = false;
+      continue;
+    }
+    if (!strcmp (a, "--encrypt")) {
+      o->encrypt = encrypting = true;
       continue;
     }
     if (!v)
@@ -1248,6 +1305,13 @@ parse_options (int argc, char *argv[], struct options *o)
     }
     else if (!strcmp (a, "--conns"))
       o->conns = atoi (v);
+    else if (!strcmp (a, "--tls")) {
+      if (strcmp (v, "psk") && strcmp (v, "x509"))
+        usage ();
+      o->tls = v;
+    }
+    else if (!strcmp (a, "--pki"))
+      o->pki = v;
     else
       usage ();
   }
@@ -1267,6 +1331,17 @@ parse_options (int argc, char *argv[], struct options *o)
   if (o->server && strcmp (o->server, "sink") && strcmp (o->server, "memory") &&
       strcmp (o->server, "null"))
     usage ();
+  /* TLS: nbdkit started here (the sink server has none); --encrypt needs a
+   * writer, and a library that has the call. */
+  if ((o->tls && (!o->pki || !o->server || !strcmp (o->server, "sink"))) ||
+      (o->encrypt && !o->writer))
+    usage ();
+#ifndef LIBNBD_HAVE_NBD_CONCURRENT_WRITER_SEND
+  if (o->encrypt) {
+    fprintf (stderr, "bench: --encrypt: this library has no nbd_concurrent_writer_send\n");
+    exit (2);
+  }
+#endif
   /* copy: from --source to --connect, both Unix sockets, one handle each. */
   if ((o->workload == W_COPY) != (o->source != NULL) ||
       (o->workload == W_COPY && (!o->connect || o->transport != T_UNIX || o->conns != 1)))
@@ -1277,6 +1352,40 @@ parse_options (int argc, char *argv[], struct options *o)
 
 static pthread_barrier_t barrier;
 static double t0, deadline;
+static double cpu0_self, cpu0_server; /* CPU seconds at t0 */
+
+/* CPU seconds used so far by this process (all its threads), and by the
+ * server it started (0 if none): what bounds a run on 2 CPUs. */
+static double
+cpu_self (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static double
+cpu_server (void)
+{
+  char path[64], buf[1024], *p;
+  unsigned long long ut, st;
+  FILE *f;
+  int ok;
+
+  if (server_pid <= 0)
+    return 0;
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) server_pid);
+  if (!(f = fopen (path, "r")))
+    return 0;
+  p = fgets (buf, sizeof buf, f);
+  fclose (f);
+  /* Fields 14 and 15 (utime, stime), after the command's closing paren. */
+  if (!p || !(p = strrchr (buf, ')')))
+    return 0;
+  ok = sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st);
+  return ok == 2 ? (double) (ut + st) / (double) sysconf (_SC_CLK_TCK) : 0;
+}
 
 /* Create connection i: its handle (with its writer, set before connecting:
  * the four documented steps), connected, and its requests. */
@@ -1291,6 +1400,20 @@ conn_open (struct bench *b, const struct options *o, int i, const char *path)
   b->h = nbd_create ();
   if (!b->h)
     die ("nbd_create");
+  if (o->tls) {
+    char psk[PATH_MAX + 16];
+
+    snprintf (psk, sizeof psk, "%s/keys.psk", o->pki);
+    if (nbd_set_tls (b->h, LIBNBD_TLS_REQUIRE) == -1 ||
+        (!strcmp (o->tls, "psk")
+         ? nbd_set_tls_psk_file (b->h, psk) == -1 || nbd_set_tls_username (b->h, "bench") == -1
+         : nbd_set_tls_certificates (b->h, o->pki) == -1))
+      die ("TLS settings");
+  }
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ENCRYPT
+  if (o->encrypt && nbd_set_concurrent_writer_encrypt (b->h, true) == -1)
+    die ("nbd_set_concurrent_writer_encrypt");
+#endif
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
   /* Room for twice QD requests (see ring_enqueue), and the handshake. */
   if (o->writer == WR_COPY)
@@ -1298,9 +1421,13 @@ conn_open (struct bench *b, const struct options *o, int i, const char *path)
 #endif
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER_ZERO_COPY
   /* Only headers are copied; a request is at most three entries (its
-   * header split at the ring's end, and its lent payload). */
+   * header split at the ring's end, and its lent payload).  Under TLS
+   * with the handle's thread encrypting, nothing is lent: room for the
+   * records of the payloads too. */
   if (o->writer == WR_ZERO_COPY)
-    b->zring = zring_start (b->h, 2 * ((size_t) o->qd * 28 + 4096), 6 * (size_t) o->qd + 64);
+    b->zring = zring_start (b->h, 2 * ((size_t) o->qd * (28 + 64 + (o->tls && !o->encrypt &&
+                                                                       writes_data ? o->bs * 2 : 0))
+                                       + 4096), 6 * (size_t) o->qd + 64);
 #endif
   (void) writes_data;
   if (o->transport == T_TCP) {
@@ -1370,6 +1497,8 @@ conn_run (void *arg)
   if (pthread_barrier_wait (&barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
     t0 = now ();
     deadline = t0 + o->duration;
+    cpu0_self = cpu_self ();
+    cpu0_server = cpu_server ();
   }
   pthread_barrier_wait (&barrier);
   if (o->requests)
@@ -1535,7 +1664,7 @@ main (int argc, char *argv[])
   struct bench *conns;
   uint64_t ops = 0, bytes = 0, errors = 0, writes = 0, wakeups = 0;
   int first_error = 0;
-  double t1 = 0;
+  double t1 = 0, cpu1_self, cpu1_server;
 
   parse_options (argc, argv, &o);
   signal (SIGPIPE, SIG_IGN);
@@ -1601,13 +1730,18 @@ main (int argc, char *argv[])
     return 1;
   }
 
+  cpu1_self = cpu_self ();
+  cpu1_server = cpu_server ();
   printf ("lib=%s version=%s server=%s transport=%s conns=%d workload=%s bs=%" PRIu32
           " qd=%d writer=%d pin=%d ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f"
-          " writer_writes=%" PRIu64 " writer_wakeups=%" PRIu64 "\n",
+          " writer_writes=%" PRIu64 " writer_wakeups=%" PRIu64 " tls=%s encrypt=%d"
+          " cpu_client=%.3f cpu_server=%.3f\n",
           nbd_get_package_name (conns[0].h), nbd_get_version (conns[0].h),
           o.server ? o.server : "external", o.transport == T_TCP ? "tcp" : "unix", o.conns,
           workload_names[o.workload], o.bs, o.qd, (int) o.writer, o.pin, ops, t1 - t0,
-          ops / (t1 - t0), bytes / MIB / (t1 - t0), writes, wakeups);
+          ops / (t1 - t0), bytes / MIB / (t1 - t0), writes, wakeups, o.tls ? o.tls : "none",
+          (int) o.encrypt, (cpu1_self - cpu0_self) / (t1 - t0),
+          (cpu1_server - cpu0_server) / (t1 - t0));
   fflush (stdout);
 
   for (int i = 0; i < o.conns; i++)

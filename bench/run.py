@@ -756,7 +756,7 @@ def write_report(path, info, sections, det, det_params, elapsed, mixed=None):
             o.append("| {:,.0f} | `{}` |".format(v, f))
         o.append("")
     text = "\n".join(o)
-    # The sections other scripts own (bench/gnbd.py, bench/copy.py: each
+    # The sections other scripts own (bench/gnbd.py, bench/copy.py, bench/tls.py: each
     # between its marker lines) stay as they were.
     if os.path.exists(path):
         old = open(path).read()
@@ -772,6 +772,8 @@ def write_report(path, info, sections, det, det_params, elapsed, mixed=None):
 KEPT_SECTIONS = [
     ("<!-- begin: gnbd copy against nbdcopy (bench/copy.sh) -->",
      "<!-- end: gnbd copy against nbdcopy -->"),
+    ("<!-- begin: TLS and the writer thread (bench/tls.sh) -->",
+     "<!-- end: TLS and the writer thread -->"),
     ("<!-- gnbd section: written by bench/gnbd.py; everything up to the end marker is replaced -->",
      "<!-- end of the gnbd section -->"),
 ]

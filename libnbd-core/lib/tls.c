@@ -952,7 +952,7 @@ nbd_internal_tls_bye (struct nbd_handle *h)
 
 /* Plaintext encrypted per call: the ciphertext waiting in out stays
  * bounded, and a send(2) carries many records. */
-#define TLS_WRITER_BATCH (256 * 1024)
+#define TLS_WRITER_BATCH (64 * 1024)
 
 static ssize_t
 writer_full (void)
