@@ -374,6 +374,15 @@ start_server (const struct options *o)
 
 static bool batches = true;     /* --no-batch turns them off: see ring_batch_end */
 static bool encrypting;         /* --encrypt: the writers send with nbd_concurrent_writer_send */
+static bool direct_sends = true; /* --no-direct turns them off: see ring_send_direct */
+static int sndbuf;              /* --sndbuf: SO_SNDBUF of every connection's socket */
+
+static void
+tune_socket (int fd)
+{
+  if (sndbuf > 0)
+    (void) setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+}
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
 static _Thread_local bool in_batch;
 #endif
@@ -438,6 +447,7 @@ writer_fd (struct nbd_handle *h, int *fd)
       nbd_concurrent_writer_error (h, ENOTCONN);
       return false;
     }
+    tune_socket (*fd);
   }
   return true;
 }
@@ -487,6 +497,50 @@ ring_wake (struct ring *r)
   }
 }
 
+static int ring_iov (struct ring *r, size_t tail, size_t head, struct iovec *iov);
+
+/* Direct sends from the callback (the copying writer's answer to its own
+ * copy): a piece of at least DIRECT_MIN bytes goes to the socket at once,
+ * with MSG_DONTWAIT (which never blocks), after the bytes queued before
+ * it, if nobody else is sending; only what the socket does not take is
+ * copied into the ring.  Not with --encrypt (that would encrypt here).
+ * --no-direct turns it off. */
+#define DIRECT_MIN (64 * 1024)
+
+/* Returns how many bytes of buf went out (0 if none, or if another
+ * sender holds the claim). */
+static size_t
+ring_send_direct (struct ring *r, const void *buf, size_t len)
+{
+  int fd = atomic_load (&r->batch_fd);
+  size_t tail, head, queued, sent = 0;
+  struct iovec iov[3];
+  int n;
+  ssize_t w;
+
+  if (fd < 0 || encrypting || !sender_try_claim (&r->busy))
+    return 0;
+  tail = atomic_load_explicit (&r->tail, memory_order_relaxed);
+  head = atomic_load_explicit (&r->head, memory_order_relaxed);
+  queued = head - tail;
+  n = queued ? ring_iov (r, tail, head, iov) : 0;
+  iov[n].iov_base = (void *) buf;
+  iov[n++].iov_len = len;
+  w = writer_sendv (r->h, fd, iov, n);
+  atomic_fetch_add_explicit (&r->writes, 1, memory_order_relaxed);
+  if (w > 0) {
+    if ((size_t) w >= queued) {
+      sent = (size_t) w - queued;
+      w = (ssize_t) queued;
+    }
+    atomic_store_explicit (&r->tail, tail + (size_t) w, memory_order_release);
+  }
+  else if (w == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    nbd_concurrent_writer_error (r->h, errno);
+  atomic_store (&r->busy, false);
+  return sent;
+}
+
 /* The writer callback: runs under the handle lock, must not block. */
 static void
 ring_enqueue (void *data, const void *buf, size_t len)
@@ -500,6 +554,16 @@ ring_enqueue (void *data, const void *buf, size_t len)
     pthread_cond_signal (&r->cond);
     pthread_mutex_unlock (&r->lock);
     return;
+  }
+  /* A large piece (a write payload): send it from here if the socket
+   * takes it, after what the ring holds, and copy only the rest. */
+  if (len >= DIRECT_MIN && direct_sends) {
+    size_t sent = ring_send_direct (r, buf, len);
+
+    buf = (const char *) buf + sent;
+    len -= sent;
+    if (len == 0)
+      return;
   }
   head = atomic_load_explicit (&r->head, memory_order_relaxed);
   tail = atomic_load_explicit (&r->tail, memory_order_acquire);
@@ -1255,6 +1319,10 @@ parse_options (int argc, char *argv[], struct options *o)
       batches = false;
       continue;
     }
+    if (!strcmp (a, "--no-direct")) {
+      direct_sends = false;
+      continue;
+    }
     if (!strcmp (a, "--encrypt")) {
       o->encrypt = encrypting = true;
       continue;
@@ -1312,6 +1380,8 @@ parse_options (int argc, char *argv[], struct options *o)
     }
     else if (!strcmp (a, "--pki"))
       o->pki = v;
+    else if (!strcmp (a, "--sndbuf"))
+      sndbuf = (int) parse_size (v);
     else
       usage ();
   }
@@ -1436,6 +1506,7 @@ conn_open (struct bench *b, const struct options *o, int i, const char *path)
   }
   else if (nbd_connect_unix (b->h, path ? path : o->server ? sockpath : o->connect) == -1)
     die ("nbd_connect_unix");
+  tune_socket (nbd_aio_get_fd (b->h));
   b->size = (uint64_t) nbd_get_size (b->h);
   if ((int64_t) b->size < (int64_t) o->bs)
     die ("nbd_get_size");

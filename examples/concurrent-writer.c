@@ -77,6 +77,7 @@
 #define MIB (1024 * 1024)
 #define CHUNK_SIZE (1024 * 1024)  /* the ring's unit of allocation */
 #define MAX_IOV 64                /* entries per send */
+#define DIRECT_MIN (64 * 1024)    /* enqueue sends pieces this large itself */
 
 enum mode { COPY, ZERO_COPY, NO_WRITER };
 static const char *const mode_names[] = { "copying writer", "zero-copy writer", "no writer" };
@@ -105,13 +106,18 @@ struct ring {
   bool stop;                    /* main thread: exit now */
   bool sending;                 /* a sender (the thread, or a batch's end) is at work */
   bool batch;                   /* the main loop issues a burst: it sends it itself */
+  bool direct;                  /* enqueue may send large pieces itself (see send_direct) */
+  uint64_t direct_bytes;        /* ... and these went out from there, uncopied */
+  bool encrypting;              /* TLS, with this writer's thread making the records */
   struct nbd_handle *h;
   int fd;                       /* -1 until the thread first needs it */
 };
 
+static size_t send_direct (struct ring *r, const char *p, size_t len);
+
 /* Runs inside the library, with the handle's lock held: it must not block
- * and must not call nbd_* on this handle -- except
- * nbd_concurrent_writer_error, which is made for that. */
+ * and must not call nbd_* on this handle -- except the lock-free
+ * nbd_concurrent_writer_error and nbd_concurrent_writer_send. */
 static void
 enqueue (void *data, const void *buf, size_t len)
 {
@@ -119,6 +125,14 @@ enqueue (void *data, const void *buf, size_t len)
   const char *p = buf;
 
   pthread_mutex_lock (&r->lock);
+  /* A large piece (a write payload): what the socket takes now needs no
+   * copy. */
+  if (len >= DIRECT_MIN && r->direct) {
+    size_t sent = send_direct (r, p, len);
+
+    p += sent;
+    len -= sent;
+  }
   if (buf == NULL && len == 0)
     r->end_of_stream = true;
   while (len > 0 && !r->failed) {
@@ -313,6 +327,53 @@ send_queued (struct ring *r)
   return err == EAGAIN ? EAGAIN : 0;
 }
 
+/* Direct sends, the copying writer's answer to its own copy: enqueue
+ * sends a large piece at once, after the bytes queued before it, with the
+ * non-blocking nbd_concurrent_writer_send, if nobody else is sending; only
+ * what the socket does not take is copied into the ring.  Called with the
+ * lock held (dropped around the send, like send_queued); returns how many
+ * bytes of p went out.  Only with the copying writer (nothing lent is in
+ * the ring) and without TLS (under TLS with the writer encrypting, a send
+ * here would encrypt on the thread driving the handle). */
+static size_t
+send_direct (struct ring *r, const char *p, size_t len)
+{
+  struct iovec iov[MAX_IOV];
+  size_t queued = 0;
+  ssize_t sent;
+  int n = 0, err;
+
+  if (r->sending || r->failed || r->stop || r->fd < 0)
+    return 0;
+  for (struct chunk *c = r->head; c; c = c->next)
+    if (c->end > c->start) {
+      if (n == MAX_IOV - 1)
+        return 0;               /* too much queued: leave it to the others */
+      iov[n].iov_base = c->data + c->start;
+      iov[n++].iov_len = c->end - c->start;
+      queued += c->end - c->start;
+    }
+  iov[n].iov_base = (char *) p;
+  iov[n++].iov_len = len;
+  r->sending = true;
+  pthread_mutex_unlock (&r->lock);
+
+  sent = nbd_concurrent_writer_send (r->h, iov, n);
+  err = sent == -1 ? errno : 0;
+  if (err && err != EAGAIN)
+    nbd_concurrent_writer_error (r->h, err);
+
+  pthread_mutex_lock (&r->lock);
+  r->sending = false;
+  if (sent == -1) {
+    r->failed = err != EAGAIN;
+    return 0;
+  }
+  consume (r, (size_t) sent < queued ? (size_t) sent : queued);
+  r->direct_bytes += (size_t) sent > queued ? (size_t) sent - queued : 0;
+  return (size_t) sent > queued ? (size_t) sent - queued : 0;
+}
+
 static void *
 writer_thread (void *arg)
 {
@@ -388,8 +449,11 @@ ring_batch_end (struct ring *r)
 {
   pthread_mutex_lock (&r->lock);
   r->batch = false;
-  /* Not when there is nothing to send, or it is the thread's turn. */
-  if (r->queued > 0 && !r->sending && !r->failed && !r->stop && !r->end_of_stream)
+  /* Not when there is nothing to send, or it is the thread's turn; and
+   * not when the thread makes the TLS records (a send here would encrypt
+   * on this thread): then the whole batch is the thread's. */
+  if (r->queued > 0 && !r->sending && !r->failed && !r->stop && !r->end_of_stream &&
+      !r->encrypting)
     send_queued (r);
   /* What is left (the socket was full) is the thread's. */
   if (r->queued > 0 || r->failed)
@@ -697,6 +761,8 @@ main (int argc, char *argv[])
     if (nbd_set_concurrent_writer_encrypt (h, true) == -1)
       die ("nbd_set_concurrent_writer_encrypt");
     ring.h = h;
+    ring.direct = mode == COPY && psk_file == NULL;
+    ring.encrypting = psk_file != NULL;
     pthread_mutex_init (&ring.lock, NULL);
     pthread_cond_init (&ring.cond, NULL);
     err = pthread_create (&thread, NULL, writer_thread, &ring);
@@ -757,6 +823,9 @@ main (int argc, char *argv[])
   free (slots);
 
   free (psk_arg);
+  if (ring.direct)
+    printf ("concurrent-writer: %" PRIu64 " of %" PRIu64 " payload bytes went out from the "
+            "callback, uncopied\n", ring.direct_bytes, size);
   printf ("concurrent-writer: %s%s, %lu MiB in %zu KiB requests, %d in flight, verified: "
           "write %.1f MiB/s %.0f ops/s, read %.1f MiB/s %.0f ops/s\n",
           mode_names[mode], psk_file ? " (TLS)" : "", mib, request_size / 1024, max_in_flight, (double) mib / t_write,

@@ -394,7 +394,9 @@ extern char *nbd_get_uri (struct nbd_handle *h)
  *
  *   The writer callback runs with the handle lock held, from whichever
  *   thread is driving the handle.  It must not block and must not call any
- *   nbd_* function on this handle.  buf is valid only during the call: copy
+ *   nbd_* function on this handle (but the lock-free
+ *   nbd_concurrent_writer_error and nbd_concurrent_writer_send).  buf is
+ *   valid only during the call: copy
  *   the bytes (into a ring, say) and return.  The callback cannot fail: if
  *   it cannot queue the bytes, or if your thread later fails to send them,
  *   report it with nbd_concurrent_writer_error.
