@@ -436,12 +436,15 @@ gnbd_client_dispose (GObject *object)
   GnbdConn *conn;
 
   /* Any thread, maybe the I/O thread inside a callback of this very
-   * connection: gnbd_conn_close only schedules the work there. */
+   * connection: there the teardown is only scheduled.  Elsewhere the last
+   * unref returns once the handle is closed, so that a server the
+   * connection started ([ CMD ], socket activation) has exited and been
+   * reaped: a program that exits right after leaves no server behind. */
   pthread_mutex_lock (&self->lock);
   conn = g_steal_pointer (&self->conn);
   pthread_mutex_unlock (&self->lock);
   if (conn) {
-    gnbd_conn_close (conn);
+    gnbd_conn_close_wait (conn);
     gnbd_conn_unref (conn);
   }
   G_OBJECT_CLASS (gnbd_client_parent_class)->dispose (object);

@@ -117,6 +117,11 @@ void gnbd_conn_shutdown (GnbdConn *conn, GTask *task);
  * pending requests fail with G_IO_ERROR_CLOSED, the closed callback is not
  * called.  Safe from any thread; the work happens on the I/O thread. */
 void gnbd_conn_close (GnbdConn *conn);
+/* The same, and off the I/O thread it waits until the teardown has run:
+ * the handle is closed by then (and its server process, if it started
+ * one, reaped), unless a caller is still inside it (then it closes when
+ * that caller leaves).  On the I/O thread, as gnbd_conn_close. */
+void gnbd_conn_close_wait (GnbdConn *conn);
 
 /* A separate, short-lived connection in option mode; @task returns a
  * GPtrArray of GnbdExport. */

@@ -603,6 +603,8 @@ gnbd_conn_connect (GnbdConn *conn, GnbdConnectKind kind, const char *a, const ch
     connect_fail (conn, error);
     return;
   }
+  if (conn->writer && kind == GNBD_CONNECT_URI && a && g_ascii_strncasecmp (a, "nbds", 4) == 0)
+    gnbd_writer_conn_set_tls (conn->writer);
   if (cancellable) {
     gboolean cancelled;
     gulong id;
@@ -1677,4 +1679,47 @@ void
 gnbd_conn_close (GnbdConn *conn)
 {
   gnbd_io_schedule (teardown_cb, gnbd_conn_ref (conn), (GDestroyNotify) gnbd_conn_unref);
+}
+
+typedef struct {
+  GnbdConn *conn;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  gboolean done;
+} CloseWait;
+
+static gboolean
+close_wait_cb (gpointer data)
+{
+  CloseWait *w = data;
+
+  conn_teardown (w->conn);
+  pthread_mutex_lock (&w->lock);
+  w->done = TRUE;
+  pthread_cond_signal (&w->cond);
+  pthread_mutex_unlock (&w->lock);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gnbd_conn_close_wait (GnbdConn *conn)
+{
+  CloseWait w = { .conn = conn, .done = FALSE };
+
+  /* On the I/O thread (a callback of this very connection, maybe) the
+   * teardown cannot run inside the call: it runs next. */
+  if (gnbd_io_in_thread ()) {
+    gnbd_conn_close (conn);
+    return;
+  }
+  pthread_mutex_init (&w.lock, NULL);
+  pthread_cond_init (&w.cond, NULL);
+  /* The I/O thread never waits for another thread, so this ends. */
+  gnbd_io_schedule (close_wait_cb, &w, NULL);
+  pthread_mutex_lock (&w.lock);
+  while (!w.done)
+    pthread_cond_wait (&w.cond, &w.lock);
+  pthread_mutex_unlock (&w.lock);
+  pthread_mutex_destroy (&w.lock);
+  pthread_cond_destroy (&w.cond);
 }

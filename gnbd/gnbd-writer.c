@@ -2,12 +2,15 @@
  * every connection that has the concurrent writer on.
  *
  * Owns, per connection, the queue the core's zero-copy writer callback
- * fills (copied chunks for headers and TLS records, references to lent
- * write payloads), and the one GTask thread that empties those queues into
- * the sockets: non-blocking sendmsg(MSG_NOSIGNAL) of many entries at once,
- * each lent byte given back with nbd_concurrent_writer_release right after
- * it is sent, nbd_concurrent_writer_error on a failed send, shutdown(SHUT_WR)
- * after the end-of-stream mark.  When nothing is queued it sleeps in poll(2)
+ * fills (copied chunks for headers, references to lent write payloads),
+ * and the one GTask thread that empties those queues into the sockets:
+ * nbd_concurrent_writer_send of many entries at once (the core's
+ * non-blocking send; under TLS it makes the records there, on the sending
+ * thread: nbd_set_concurrent_writer_encrypt), each lent byte given back
+ * with nbd_concurrent_writer_release right after it is sent,
+ * nbd_concurrent_writer_error on a failed send, and at the end-of-stream
+ * mark nbd_concurrent_writer_send (NULL) (close_notify under TLS, then
+ * shutdown(SHUT_WR)).  When nothing is queued it sleeps in poll(2)
  * on a wake-up eventfd plus the sockets that were full.
  *
  * Batches: a thread that issues requests inside gnbd_writer_batch_begin/end
@@ -16,7 +19,8 @@
  * the batch it sends what its requests queued itself, one non-blocking
  * sendmsg for the lot, and hands over to the task only what the socket
  * would not take, or all of it when that is more than INLINE_MAX bytes
- * (big writes: the caller goes on while the task sends them).  The task stays asleep while the sockets keep up: no
+ * (big writes: the caller goes on while the task sends them), or under
+ * TLS (a send would encrypt on the caller's thread).  The task stays asleep while the sockets keep up: no
  * thread hop per request, and a sync call goes caller -> server -> I/O
  * thread -> caller.  One sender at a time per connection (w->sender).
  *
@@ -27,7 +31,7 @@
  * next registration.
  *
  * It must never: block in a send, take a handle's lock (it calls only the
- * core's lock-free calls: nbd_aio_get_fd, _release, _error), or run user
+ * core's lock-free calls: nbd_aio_get_fd, _send, _release, _error), or run user
  * code.
  */
 #include <errno.h>
@@ -93,6 +97,9 @@ struct _GnbdWriterConn {
   /* The sender's alone (w->sender orders it). */
   gboolean tuned;               /* socket_tune has run */
 
+  /* Atomic: set at registration, or before connecting (an nbds URI). */
+  gint tls;                     /* TLS asked for: the task makes the records */
+
   /* Under writer.lock: the thread works on it outside that lock. */
   gboolean sending;
 };
@@ -108,7 +115,8 @@ static __thread guint batch_depth;
 static __thread guint batch_len;
 static __thread GnbdWriterConn *batch_conns[BATCH_MAX];
 
-static gsize count_sends;       /* atomic: sendmsg calls, any thread */
+static gsize count_sends;       /* atomic: send calls, any thread */
+static gsize count_lent;        /* atomic: payload bytes lent to the queues */
 static gsize count_wakes;       /* atomic: the task woken from its poll */
 
 /* How one run of the task went: its GTask result. */
@@ -179,6 +187,7 @@ push_lent (GnbdWriterConn *w, const void *buf, gsize len)
   e->ptr = (guint8 *) buf;
   e->len = len;
   w->bytes += len;
+  g_atomic_pointer_add (&count_lent, len);
 }
 
 static void
@@ -360,7 +369,7 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
 {
   for (int round = 0; round < MAX_ROUNDS; round++) {
     struct iovec iov[MAX_IOV];
-    struct msghdr msg = { .msg_iov = iov };
+    int n = 0;
     gboolean shut = FALSE;
     gsize lent;
     gboolean lent_ended;
@@ -372,13 +381,13 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
       pthread_mutex_unlock (&w->lock);
       return;
     }
-    for (guint i = 0; i < w->count && msg.msg_iovlen < MAX_IOV; i++) {
+    for (guint i = 0; i < w->count && n < MAX_IOV; i++) {
       Entry *e = &w->ring[(w->head + i) % w->ring_cap];
 
-      iov[msg.msg_iovlen].iov_base = e->ptr;
-      iov[msg.msg_iovlen++].iov_len = e->len;
+      iov[n].iov_base = e->ptr;
+      iov[n++].iov_len = e->len;
     }
-    if (msg.msg_iovlen == 0 && w->eos && !w->shut)
+    if (n == 0 && w->eos && !w->shut)
       shut = w->shut = TRUE;
     pthread_mutex_unlock (&w->lock);
 
@@ -388,14 +397,23 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
       socket_tune (fd);
     }
     if (shut) {
-      /* Everything before the mark is out: now the server may see EOF. */
-      if (shutdown (fd, SHUT_WR) == -1 && errno != ENOTCONN)
-        conn_fail (w, errno);
+      /* Everything before the mark is out: close_notify under TLS, then
+       * the server may see EOF. */
+      if (nbd_concurrent_writer_send (w->nbd, NULL, 0) == -1) {
+        if (errno != EAGAIN) {
+          conn_fail (w, errno);
+          return;
+        }
+        pthread_mutex_lock (&w->lock);
+        w->shut = FALSE;        /* again once the socket takes more */
+        w->blocked = TRUE;
+        pthread_mutex_unlock (&w->lock);
+      }
       return;
     }
-    if (msg.msg_iovlen == 0)
+    if (n == 0)
       return;
-    r = sendmsg (fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    r = nbd_concurrent_writer_send (w->nbd, iov, n);
     g_atomic_pointer_add (&count_sends, 1);
     if (report)
       report->sends++;
@@ -502,7 +520,7 @@ gnbd_writer_batch_end (void)
     pthread_mutex_lock (&w->lock);
     small = w->bytes <= INLINE_MAX;
     pthread_mutex_unlock (&w->lock);
-    if (!small)
+    if (!small || g_atomic_int_get (&w->tls))
       writer_wake ();
     else if (sender_claim (w)) {
       send_queued (w, NULL);
@@ -687,7 +705,11 @@ gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released, gpoin
   w->nbd = nbd;
   w->released = released;
   w->released_data = data;
-  if (nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
+  /* Under TLS the task makes the records, while the I/O thread decrypts;
+   * without TLS this changes nothing. */
+  g_atomic_int_set (&w->tls, nbd_get_tls (nbd) != LIBNBD_TLS_DISABLE);
+  if (nbd_set_concurrent_writer_encrypt (nbd, true) == -1 ||
+      nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
     writer_conn_unref (w);
     return NULL;
   }
@@ -766,6 +788,18 @@ guint64
 gnbd_writer_count_sends (void)
 {
   return (guint64) g_atomic_pointer_get (&count_sends);
+}
+
+void
+gnbd_writer_conn_set_tls (GnbdWriterConn *w)
+{
+  g_atomic_int_set (&w->tls, TRUE);
+}
+
+guint64
+gnbd_writer_count_lent (void)
+{
+  return (guint64) g_atomic_pointer_get (&count_lent);
 }
 
 guint64

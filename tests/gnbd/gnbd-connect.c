@@ -8,6 +8,8 @@
  */
 #include "gnbd-test.h"
 
+#include <glib/gstdio.h>
+
 static struct test_server unix_server, tcp_server, qemu, listing, tls_only;
 static struct tls_material material;   /* its strings live until exit */
 
@@ -95,6 +97,19 @@ typedef struct {
   gboolean async;
 } FormCase;
 
+/* The server a connection started (nbdkit -P @pidfile) is gone, reaped:
+ * not running, not a zombie. */
+static void
+assert_server_reaped (const char *pidfile)
+{
+  g_autofree char *text = NULL;
+  g_autofree char *proc = NULL;
+
+  g_assert_true (g_file_get_contents (pidfile, &text, NULL, NULL));
+  proc = g_strdup_printf ("/proc/%d", atoi (text));
+  g_assert_false (g_file_test (proc, G_FILE_TEST_EXISTS));
+}
+
 static void
 test_form (gconstpointer data)
 {
@@ -102,8 +117,11 @@ test_form (gconstpointer data)
   g_autoptr (GnbdClient) c = gnbd_client_new ();
   g_autofree char *uri = NULL;
   g_autofree char *port = g_strdup_printf ("%d", tcp_server.tcp_port);
-  const char *command[] = { "nbdkit", "-s", "--exit-with-parent", "memory", "2M", NULL };
-  const char *sa[] = { "nbdkit", "--exit-with-parent", "memory", "3M", NULL };
+  g_autofree char *dir = g_dir_make_tmp ("gnbd-connect-XXXXXX", NULL);
+  g_autofree char *pidfile = g_build_filename (dir, "pid", NULL);
+  const char *command[] = { "nbdkit", "-s", "--exit-with-parent", "-P", pidfile, "memory", "2M",
+                            NULL };
+  const char *sa[] = { "nbdkit", "--exit-with-parent", "-P", pidfile, "memory", "3M", NULL };
   GError *error = NULL;
   guint64 size = 1024 * 1024;
   gboolean ok = FALSE;
@@ -132,6 +150,13 @@ test_form (gconstpointer data)
   g_assert_no_error (error);
   g_assert_true (ok);
   check_connected (c, size);
+  /* The last unref (not on gnbd's I/O thread) returns once the handle is
+   * closed: a server the connection started has exited and is reaped. */
+  g_clear_object (&c);
+  if (k->how == HOW_COMMAND || k->how == HOW_SA)
+    assert_server_reaped (pidfile);
+  g_remove (pidfile);
+  g_rmdir (dir);
 }
 
 /* A named export of qemu-nbd, through a URI and through export-name. */

@@ -1,28 +1,37 @@
 /* gnbd-tls: TLS through gnbd's properties and nbds URIs, with a PSK and
- * with X.509 certificates, the writer on and off (under TLS the writer
- * sends ciphertext), sync and async: tls-negotiated says so and data goes
- * both ways.  And what fails: a wrong key, a server that requires TLS the
+ * with X.509 certificates, the writer on and off (under TLS the writer's
+ * task makes the records: it gets write payloads lent, as plaintext, which
+ * the test sees in gnbd_writer_count_lent), sync and async: tls-negotiated
+ * says so and data goes both ways.  And what fails: a wrong key, a server that requires TLS the
  * client does not offer (GNBD_ERROR_TLS_REQUIRED), a client that requires
  * TLS from a server without it (GNBD_ERROR_TLS_FAILED).
  */
 #include "gnbd-test.h"
+#include "gnbd-writer-private.h"
 
 static struct tls_material m;
 static struct test_server psk_server, x509_server, plain_server;
 
 /* I/O over the connection, and the facts of a TLS session. */
 static void
-check_session (GnbdClient *c)
+check_session (GnbdClient *c, gboolean writer)
 {
   g_autoptr (GBytes) pattern = gt_pattern (256 * 1024, 11);
   g_autoptr (GBytes) got = NULL;
   GError *error = NULL;
   gboolean tls;
+  guint64 lent = gnbd_writer_count_lent ();
 
   g_object_get (c, "tls-negotiated", &tls, NULL);
   g_assert_true (tls);
   g_assert_true (gnbd_client_pwrite (c, pattern, 4096, GNBD_COMMAND_FLAG_NONE, NULL, &error));
   g_assert_no_error (error);
+  /* The payload went to the writer as it is (to be encrypted by its
+   * task), not as records made on this side. */
+  if (writer)
+    g_assert_cmpuint (gnbd_writer_count_lent () - lent, >=, 256 * 1024);
+  else
+    g_assert_cmpuint (gnbd_writer_count_lent () - lent, ==, 0);
   got = gnbd_client_pread (c, 4096, 256 * 1024, GNBD_COMMAND_FLAG_NONE, NULL, &error);
   g_assert_no_error (error);
   g_assert_true (g_bytes_equal (got, pattern));
@@ -74,7 +83,7 @@ test_psk (gconstpointer data)
                 "tls-psk-file", m.psk_file, "tls-username", "alice", NULL);
   g_assert_true (connect_unix (c, psk_server.sock, k->async, &error));
   g_assert_no_error (error);
-  check_session (c);
+  check_session (c, k->writer);
 }
 
 static void
@@ -91,13 +100,13 @@ test_x509 (gconstpointer data)
                 "tls-certificates", m.client_dir, NULL);
   g_assert_true (connect_unix (props, x509_server.sock, k->async, &error));
   g_assert_no_error (error);
-  check_session (props);
+  check_session (props, k->writer);
 
   /* An nbds URI requires TLS whatever the tls property says. */
   g_object_set (by_uri, "concurrent-writer", k->writer, NULL);
   g_assert_true (connect_uri (by_uri, uri, k->async, &error));
   g_assert_no_error (error);
-  check_session (by_uri);
+  check_session (by_uri, k->writer);
 }
 
 static void
@@ -150,7 +159,7 @@ test_allow (void)
                 "alice", NULL);
   g_assert_true (gnbd_client_connect_unix (with, psk_server.sock, NULL, &error));
   g_assert_no_error (error);
-  check_session (with);
+  check_session (with, TRUE);     /* the writer is on by default */
   g_object_set (without, "tls", GNBD_TLS_ALLOW, "tls-psk-file", m.psk_file, "tls-username",
                 "alice", NULL);
   g_assert_true (gnbd_client_connect_unix (without, plain_server.sock, NULL, &error));
