@@ -406,6 +406,7 @@ struct ring {
   pthread_t thread;
   _Atomic uint64_t writes;      /* writev calls, the thread's and the batches' */
   _Atomic uint64_t wakeups;     /* sleeps ended */
+  _Atomic uint64_t copied;      /* bytes the callback copied into the ring */
 };
 
 /* Batches (--batch): the thread that issues a burst of requests queues
@@ -580,6 +581,7 @@ ring_enqueue (void *data, const void *buf, size_t len)
   first = len < r->cap - off ? len : r->cap - off;
   memcpy (r->buf + off, buf, first);
   memcpy (r->buf, (const char *) buf + first, len - first);
+  atomic_fetch_add_explicit (&r->copied, len, memory_order_relaxed);
   atomic_store (&r->head, head + len);
   if (!in_batch)
     ring_wake (r);
@@ -1143,6 +1145,7 @@ struct bench {
   struct zring *zring;
 #endif
   uint64_t writes0, wakeups0;   /* the writer's counters when measuring began */
+  uint64_t copied0;
   pthread_t thread;
 };
 
@@ -1552,6 +1555,18 @@ writer_counts (const struct bench *b, uint64_t *writes, uint64_t *wakeups)
 #endif
 }
 
+/* Bytes the copying writer's callback copied so far (0 for the others). */
+static uint64_t
+writer_copied (const struct bench *b)
+{
+  (void) b;
+#ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
+  if (b->ring)
+    return atomic_load (&b->ring->copied);
+#endif
+  return 0;
+}
+
 /* One connection's run: warm up, wait for the others, measure until the
  * common deadline (or its share of --requests), drain. */
 static void *
@@ -1565,6 +1580,7 @@ conn_run (void *arg)
     run_phase (b, now () + (o->duration < 1 ? o->duration / 10 : 0.1), 0);
   b->issued = b->completed = b->bytes = 0;
   writer_counts (b, &b->writes0, &b->wakeups0);
+  b->copied0 = writer_copied (b);
   if (pthread_barrier_wait (&barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
     t0 = now ();
     deadline = t0 + o->duration;
@@ -1733,7 +1749,7 @@ main (int argc, char *argv[])
 {
   struct options o;
   struct bench *conns;
-  uint64_t ops = 0, bytes = 0, errors = 0, writes = 0, wakeups = 0;
+  uint64_t ops = 0, bytes = 0, errors = 0, writes = 0, wakeups = 0, copied = 0;
   int first_error = 0;
   double t1 = 0, cpu1_self, cpu1_server;
 
@@ -1794,6 +1810,7 @@ main (int argc, char *argv[])
     writer_counts (b, &w, &k);
     writes += w - b->writes0;
     wakeups += k - b->wakeups0;
+    copied += writer_copied (b) - b->copied0;
   }
   if (errors) {
     fprintf (stderr, "bench: %" PRIu64 " requests failed, the first with %s\n", errors,
@@ -1806,13 +1823,13 @@ main (int argc, char *argv[])
   printf ("lib=%s version=%s server=%s transport=%s conns=%d workload=%s bs=%" PRIu32
           " qd=%d writer=%d pin=%d ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f"
           " writer_writes=%" PRIu64 " writer_wakeups=%" PRIu64 " tls=%s encrypt=%d"
-          " cpu_client=%.3f cpu_server=%.3f\n",
+          " cpu_client=%.3f cpu_server=%.3f writer_copied=%" PRIu64 "\n",
           nbd_get_package_name (conns[0].h), nbd_get_version (conns[0].h),
           o.server ? o.server : "external", o.transport == T_TCP ? "tcp" : "unix", o.conns,
           workload_names[o.workload], o.bs, o.qd, (int) o.writer, o.pin, ops, t1 - t0,
           ops / (t1 - t0), bytes / MIB / (t1 - t0), writes, wakeups, o.tls ? o.tls : "none",
           (int) o.encrypt, (cpu1_self - cpu0_self) / (t1 - t0),
-          (cpu1_server - cpu0_server) / (t1 - t0));
+          (cpu1_server - cpu0_server) / (t1 - t0), copied);
   fflush (stdout);
 
   for (int i = 0; i < o.conns; i++)

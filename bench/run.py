@@ -239,6 +239,11 @@ def throughput(server, pin, workloads, rounds, durations, variants, transport):
             row["wratio"] = pair_ratio(runs["writer"], runs["core"])
             row["per_writev"] = statistics.median(
                 int(r["ops"]) / max(1, int(r["writer_writes"])) for r in runs["writer"])
+            # What the copying writer's callback copied, per request: a
+            # request's header, and the part of a payload the socket did not
+            # take at once (bench.c's ring_send_direct).
+            row["copied_per_req"] = statistics.median(
+                int(r.get("writer_copied", 0)) / max(1, int(r["ops"])) for r in runs["writer"])
         if "zc" in runs:
             row["zratio"] = pair_ratio(runs["zc"], runs["core"])
             row["zwratio"] = pair_ratio(runs["zc"], runs["writer"])
@@ -534,7 +539,8 @@ def table(rows):
     hdr = ["workload", "libnbd-core ops/s", "MiB/s", "libnbd ops/s", "MiB/s", "core / libnbd",
            "(lowest, highest)"]
     if have_writer:
-        hdr += ["core + writer ops/s", "MiB/s", "writer / no writer", "requests / writev"]
+        hdr += ["core + writer ops/s", "MiB/s", "writer / no writer", "requests / writev",
+                "bytes copied / request"]
     if have_zc:
         hdr += ["core + zero-copy writer ops/s", "MiB/s", "zero-copy / no writer",
                 "zero-copy / writer", "requests / writev"]
@@ -548,9 +554,9 @@ def table(rows):
         if have_writer:
             if "wratio" in r:
                 cells += [fmt_ops(r["writer_ops"]), fmt_mib(r["writer_mib"]), "%.2f" % r["wratio"],
-                          "%.1f" % r["per_writev"]]
+                          "%.1f" % r["per_writev"], "{:,.0f}".format(r["copied_per_req"])]
             else:
-                cells += ["", "", "", ""]
+                cells += ["", "", "", "", ""]
         if have_zc:
             if "zratio" in r:
                 cells += [fmt_ops(r["zc_ops"]), fmt_mib(r["zc_mib"]), "%.2f" % r["zratio"],
@@ -673,7 +679,10 @@ def write_report(path, info, sections, det, det_params, elapsed, mixed=None):
         "(the documented pattern, docs/concurrent-writer.md): the loop marks each burst of requests it "
         "issues, the callback queues them without waking the writer thread, and at the end of the "
         "burst the loop sends them itself with one non-blocking sendmsg; the writer thread is woken "
-        "only for what the socket did not take. %d rounds. Figures "
+        "only for what the socket did not take. The copying writer's callback also sends a piece of "
+        "64 KiB or more (a write payload) itself, after what is queued, when no other sender is at "
+        "work, and copies only what the socket did not take (\"bytes copied / request\": what its "
+        "callback copied, headers included). %d rounds. Figures "
         "are medians of the runs; the ratios are medians of the ratios within each round (the lowest "
         "and highest of those show the noise). \"Pinned\": the client, its writer thread and the server "
         "all on CPU %s (`sched_setaffinity`, inherited by the server); \"unpinned\": the scheduler's "

@@ -17,7 +17,7 @@ sink server has no TLS), unpinned.  Besides MiB/s, each run reports the CPU
 time per second of the client (all its threads) and of the server over the
 measured window: on 2 CPUs that says what bounds it.
 
-  python3 bench/tls.py [--rounds N] [--duration S] [--quick]
+  python3 bench/tls.py [--rounds N] [--duration S] [--quick] [--output FILE]
 """
 import argparse
 import datetime
@@ -95,9 +95,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=0.6)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--output", help="default: bench/RESULTS.md, or build-bench/bench/RESULTS-quick.md")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.duration = 1, 0.2
+    if not a.output:
+        a.output = os.path.join(BIN, "RESULTS-quick.md") if a.quick else RESULTS
     started = datetime.datetime.utcnow()
     raw = {}
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as pki:
@@ -165,14 +168,14 @@ def main():
           "another thread cannot make the server decrypt faster, and on 2 CPUs the extra "
           "thread competes with the server's for the second one (the server's share drops with "
           "a writer: the last column)." % (min(srv), max(srv), min(cli), max(cli)), "", END]
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else ""
+    text = open(a.output).read() if os.path.exists(a.output) else ""
     i, j = text.find(BEGIN), text.find(END)
     section = "\n".join(o) + "\n"
     if i != -1 and j > i:
         text = text[:i] + section + text[j + len(END):].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    with open(RESULTS, "w") as f:
+    with open(a.output, "w") as f:
         f.write(text)
     log("\n".join(o))
 
