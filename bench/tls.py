@@ -172,7 +172,8 @@ def main():
     i, j = text.find(BEGIN), text.find(END)
     section = "\n".join(o) + "\n"
     if i != -1 and j > i:
-        text = text[:i] + section + text[j + len(END):].lstrip("\n")
+        rest = text[j + len(END):].lstrip("\n")
+        text = text[:i] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     with open(a.output, "w") as f:
