@@ -165,9 +165,12 @@ main (int argc, char *argv[])
   }
   else {
     strcpy (sun.sun_path, path);
+    int sndbuf = 4 * 1024 * 1024;   /* as libnbd-core asks for its Unix sockets */
+
     fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1 || connect (fd, (struct sockaddr *) &sun, sizeof sun) == -1)
       die ("connect");
+    setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
   }
   read_full (fd, greet, sizeof greet);
   write_full (fd, &cflags, 4);

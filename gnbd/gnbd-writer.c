@@ -94,9 +94,6 @@ struct _GnbdWriterConn {
   gboolean sender;              /* a thread sends from the queue */
   pthread_cond_t idle;          /* sender went FALSE */
 
-  /* The sender's alone (w->sender orders it). */
-  gboolean tuned;               /* socket_tune has run */
-
   /* Atomic: set at registration, or before connecting (an nbds URI). */
   gint tls;                     /* TLS asked for: the task makes the records */
 
@@ -340,27 +337,6 @@ conn_fail (GnbdWriterConn *w, int err)
     nbd_concurrent_writer_release (w->nbd, lent);
 }
 
-/* A Unix socket's send buffer is net.core.wmem_default, 208 KiB on
- * Debian: less than one 256 KiB write (the copy's and nbdcopy's request
- * size) with its header, so every such write took a partial send, a poll
- * and a second send from the task.  Ask for more; the kernel grants at
- * most twice net.core.wmem_max (425,984 bytes on a stock kernel), memory
- * it charges only while bytes wait in it.  TCP is left alone: setting
- * SO_SNDBUF would turn its auto-tuning off, which grows the buffer with
- * the connection's needs. */
-#define UNIX_SNDBUF (4 * 1024 * 1024)
-
-static void
-socket_tune (int fd)
-{
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int want = UNIX_SNDBUF;
-
-  if (getsockname (fd, (struct sockaddr *) &ss, &len) == 0 && ss.ss_family == AF_UNIX)
-    (void) setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);    /* a hint */
-}
-
 /* Send what @w has queued until it is empty, the socket is full, or
  * MAX_ROUNDS sendmsg calls (the others wait their turn).  The caller is
  * w's sender: the handle stays open meanwhile. */
@@ -374,7 +350,6 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
     gsize lent;
     gboolean lent_ended;
     ssize_t r;
-    int fd;
 
     pthread_mutex_lock (&w->lock);
     if (w->failed || w->blocked) {
@@ -391,11 +366,6 @@ send_queued (GnbdWriterConn *w, WriterReport *report)
       shut = w->shut = TRUE;
     pthread_mutex_unlock (&w->lock);
 
-    fd = nbd_aio_get_fd (w->nbd);
-    if (!w->tuned && fd >= 0) {
-      w->tuned = TRUE;
-      socket_tune (fd);
-    }
     if (shut) {
       /* Everything before the mark is out: close_notify under TLS, then
        * the server may see EOF. */

@@ -11,7 +11,8 @@
  * read fails, all in G_IO_ERROR, and `closed` comes with a G_IO_ERROR.  The
  * same without the writer, where the I/O thread's own send fails.
  *
- * And the writer asks for a bigger send buffer on a Unix socket, so that a
+ * And a connection's Unix socket has a bigger send buffer than an untouched
+ * one (libnbd-core asks for it: tests/core/connect-send-buffer), so that a
  * 256 KiB write and its header leave in one send.
  */
 #include <sys/socket.h>
