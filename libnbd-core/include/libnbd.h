@@ -491,7 +491,8 @@ extern int nbd_concurrent_writer_release (struct nbd_handle *h, size_t len)
  * bytes the writer callback queued, from the front of iov, to the handle's
  * socket, without blocking.  It returns how many it took (they are on the
  * socket), or -1 with errno EAGAIN (the socket is full: wait for POLLOUT on
- * nbd_aio_get_fd(h), then call it again with the same bytes in front), or
+ * nbd_aio_get_fd(h), then call it again with the same bytes in front; as
+ * for sendmsg this is flow control, and nbd_get_error is left alone), or
  * -1 with another errno (report it with nbd_concurrent_writer_error).
  * iov NULL (iovcnt 0) passes the end-of-stream mark on: it ends TLS with
  * close_notify when the records are this thread's, then shuts down the

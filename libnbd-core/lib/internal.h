@@ -411,6 +411,15 @@ bool nbd_internal_closure_missing (const nbd_chunk_callback *chunk,
 
 /* ---- writer.c -------------------------------------------------------- */
 
+/* nbd_concurrent_writer_send's "the socket is full, call again": errno
+ * EAGAIN and nothing else.  It is flow control, as for sendmsg, not an
+ * error: no message is formatted (no allocation) on the send path. */
+static inline ssize_t
+nbd_internal_writer_full (void)
+{
+  errno = EAGAIN;
+  return -1;
+}
 /* Hand bytes to the writer (len 0: end of stream). */
 void nbd_internal_writer_send (struct nbd_handle *h, const void *buf, size_t len);
 /* If the writer reported an error, kill the connection; returns -1 then. */

@@ -67,9 +67,8 @@ struct nbd_tls {
   char *out;
   size_t out_start, out_end, out_cap;
   bool shut_wr_pending;         /* shutdown(SHUT_WR) once out is empty */
-  /* The writer thread makes the records (h->tls_plain): from the end of
-   * the handshake on, out, the stage and GnuTLS's sending side are its. */
-  bool writer_encrypts;
+  /* Once the writer thread makes the records (h->tls_plain), out, the
+   * stage and GnuTLS's sending side are its. */
   size_t out_plain;             /* plaintext behind out, reported once sent */
   bool bye_made;                /* close_notify is in out (or sent) */
 
@@ -158,7 +157,7 @@ push (gnutls_transport_ptr_t ptr, const void *buf, size_t len)
   struct nbd_handle *h = ptr;
   struct nbd_tls *t = h->tls_conn;
 
-  if (h->writer && !t->writer_encrypts) {
+  if (h->writer && !h->tls_plain) {
     nbd_internal_writer_send (h, buf, len);
     return len;
   }
@@ -719,7 +718,6 @@ nbd_internal_tls_handshake_step (struct nbd_handle *h)
      * gnutls_bye (GNUTLS_SHUT_WR) (nbd_internal_tls_writer_bye).  All of
      * this handshake's records went to the writer already (push): the
      * bytes handed so far are the last ones to send as they are. */
-    t->writer_encrypts = true;
     h->tls_plain = true;
     atomic_store (&h->wr_raw_end, h->wr_handed);
     debug (h, "TLS: the writer thread encrypts from byte %" PRIu64 " of its stream on",
@@ -880,7 +878,7 @@ nbd_internal_tls_flush (struct nbd_handle *h)
   struct nbd_tls *t = h->tls_conn;
   int r;
 
-  if (t->writer_encrypts)
+  if (h->tls_plain)
     return 1;                   /* the writer thread's side */
   if (commit_stage (h) == -1)
     return -1;
@@ -911,7 +909,7 @@ nbd_internal_tls_out_pending (const struct nbd_handle *h)
 {
   const struct nbd_tls *t = h->tls_conn;
 
-  if (t->writer_encrypts)
+  if (h->tls_plain)
     return false;               /* the writer thread's side */
   return t->out_start < t->out_end || t->stage_len > 0 || t->shut_wr_pending;
 }
@@ -930,7 +928,7 @@ nbd_internal_tls_bye (struct nbd_handle *h)
   struct nbd_tls *t = h->tls_conn;
   int err;
 
-  if (t->writer_encrypts) {
+  if (h->tls_plain) {
     /* The writer thread sends close_notify after the bytes it holds. */
     nbd_internal_writer_send (h, NULL, 0);
     return;
@@ -953,14 +951,6 @@ nbd_internal_tls_bye (struct nbd_handle *h)
 /* Plaintext encrypted per call: the ciphertext waiting in out stays
  * bounded, and a send(2) carries many records. */
 #define TLS_WRITER_BATCH (64 * 1024)
-
-static ssize_t
-writer_full (void)
-{
-  set_error (EAGAIN, "the socket is full: wait for POLLOUT, then send the same bytes again");
-  errno = EAGAIN;
-  return -1;
-}
 
 ssize_t
 nbd_internal_tls_writer_send (struct nbd_handle *h, int fd, const struct iovec *iov, int iovcnt)
@@ -989,7 +979,7 @@ nbd_internal_tls_writer_send (struct nbd_handle *h, int fd, const struct iovec *
   if (r == -1)
     return -1;
   if (r == 0)
-    return writer_full ();
+    return nbd_internal_writer_full ();
   plain = t->out_plain;
   t->out_plain = 0;
   return plain;
@@ -1004,7 +994,7 @@ nbd_internal_tls_writer_bye (struct nbd_handle *h, int fd)
   if (!t->bye_made) {
     r = send_out (t, fd);
     if (r != 1)
-      return r == 0 ? writer_full () : -1;
+      return r == 0 ? nbd_internal_writer_full () : -1;
     if (commit_stage (h) == -1)
       return -1;
     /* Its push never fails (out grows), so neither does this; and this
@@ -1020,6 +1010,6 @@ nbd_internal_tls_writer_bye (struct nbd_handle *h, int fd)
   }
   r = send_out (t, fd);
   if (r != 1)
-    return r == 0 ? writer_full () : -1;
+    return r == 0 ? nbd_internal_writer_full () : -1;
   return 0;
 }

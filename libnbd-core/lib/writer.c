@@ -165,7 +165,7 @@ nbd_get_concurrent_writer_encrypt (struct nbd_handle *h)
   return r;
 }
 
-/* Send at most @limit bytes of iov as they are. */
+/* Send at most @limit bytes of iov as they are (UINT64_MAX: all of it). */
 static ssize_t
 send_raw (int fd, const struct iovec *iov, int iovcnt, uint64_t limit)
 {
@@ -174,7 +174,8 @@ send_raw (int fd, const struct iovec *iov, int iovcnt, uint64_t limit)
   uint64_t total = 0;
   ssize_t n;
 
-  for (int i = 0; i < iovcnt; i++) {
+  /* The usual case (no TLS switch, a short iov) needs no look at it. */
+  for (int i = 0; (limit != UINT64_MAX || iovcnt > 64) && i < iovcnt; i++) {
     total += iov[i].iov_len;
     if (total > limit || i == 64) {
       /* The handshake's last bytes end inside iov, or iov is long: a
@@ -204,10 +205,9 @@ send_failed (void)
   int err = errno;
 
   if (err == EAGAIN || err == EWOULDBLOCK)
-    set_error (EAGAIN, "the socket is full: wait for POLLOUT, then send the same bytes again");
-  else
-    set_error (err, "send");
-  errno = err == EWOULDBLOCK ? EAGAIN : err;
+    return nbd_internal_writer_full ();
+  set_error (err, "send");
+  errno = err;
   return -1;
 }
 
@@ -242,7 +242,7 @@ nbd_concurrent_writer_send (struct nbd_handle *h, const struct iovec *iov, int i
       h->wr_sent += n;
     return n;
   }
-  n = send_raw (fd, iov, iovcnt, raw_end - h->wr_sent);
+  n = send_raw (fd, iov, iovcnt, raw_end == UINT64_MAX ? UINT64_MAX : raw_end - h->wr_sent);
   if (n == -1)
     return send_failed ();
   h->wr_sent += n;

@@ -1,7 +1,8 @@
 /* tls-writer-encrypt: the writer thread encrypts
  * (nbd_set_concurrent_writer_encrypt).  Once the TLS handshake is done the
  * writer callback gets plaintext (request headers you can read; payloads
- * lent, with the zero-copy writer), and our thread hands everything to
+ * lent, with the zero-copy writer), and the thread of the tests' writer
+ * ring (writer-ring.h, use_send) hands everything to
  * nbd_concurrent_writer_send, which makes the records and sends them while
  * the main thread decrypts the replies.  A proxy between the handle and
  * nbdkit reads the client's side of the wire: TLS records, full-sized
@@ -29,13 +30,13 @@
 #include "servers.h"
 #include "tap.h"
 #include "tls-material.h"
+#include "writer-ring.h"
 
 #define REGION (16 * 1024 * 1024)
 #define REQ (256 * 1024)
 #define QD 16
 #define RECORD_MAX 16384
-#define MAX_IOV 64
-#define WAIT_MS 60000           /* a bound for a hang, generous under TSan */
+#define WAIT_MS WR_WAIT_MS
 
 static struct tls_material m;
 
@@ -47,209 +48,38 @@ errmsg (void)
   return e ? e : "(no error)";
 }
 
-/* ---- The queue and the writer thread ---------------------------------- */
+/* The writer: the tests' shared ring (writer-ring.h) with use_send, so
+ * that its thread sends through nbd_concurrent_writer_send, and record,
+ * so that what the callback got can be read afterwards. */
 
-/* An entry: copied bytes (lent NULL) or a lent payload. */
-struct entry {
-  struct entry *next;
-  const char *lent;
-  size_t start, end;
-  char data[];
-};
-
-struct writer {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  struct entry *head, *tail;
-  bool eos, stop, failed;
-  struct nbd_handle *h;
-  pthread_t thr;
-  bool joined;
-  /* What the callback saw (under lock). */
-  size_t headers;               /* pieces that start with the request magic */
-  uint64_t lent, copied;
-  /* What our thread did (its own). */
-  size_t eagain;
-  int send_errno;
-};
-
-static void
-push_entry (struct writer *w, struct entry *e)
+/* Callback calls (flags 0) that start with the request magic: request
+ * headers handed over as plaintext.  Lock held. */
+static size_t
+plaintext_headers (const struct wring *w)
 {
-  e->next = NULL;
-  if (w->tail)
-    w->tail->next = e;
-  else
-    w->head = e;
-  w->tail = e;
-}
-
-static void
-writer_cb (void *data, const void *buf, size_t len, unsigned flags)
-{
-  struct writer *w = data;
   static const unsigned char magic[4] = { 0x25, 0x60, 0x95, 0x13 };
-  struct entry *e = NULL;
+  size_t n = 0;
 
-  if (buf && len && !(flags & LIBNBD_WRITER_LENT)) {
-    e = malloc (sizeof *e + len);
-    if (e)
-      memcpy (e->data, buf, len);
+  for (size_t i = 0; i < w->nr_calls; i++) {
+    const struct wr_call *c = &w->calls_log[i];
+
+    if (c->flags == 0 && c->len >= 28 && memcmp (w->log + c->pos, magic, 4) == 0)
+      n++;
   }
-  else if (buf && len)
-    e = malloc (sizeof *e);
-  pthread_mutex_lock (&w->lock);
-  if (!buf && len == 0)
-    w->eos = true;
-  else if (!e) {
-    w->failed = true;
-    nbd_concurrent_writer_error (w->h, ENOMEM);
-  }
-  else {
-    e->lent = (flags & LIBNBD_WRITER_LENT) ? buf : NULL;
-    e->start = 0;
-    e->end = len;
-    push_entry (w, e);
-    if (e->lent)
-      w->lent += len;
-    else {
-      w->copied += len;
-      if (len >= 28 && memcmp (buf, magic, 4) == 0)
-        w->headers++;
-    }
-  }
-  pthread_cond_signal (&w->cond);
-  pthread_mutex_unlock (&w->lock);
+  return n;
 }
 
 static void
-copy_cb (void *data, const void *buf, size_t len)
+writer_start (struct wring *w, struct nbd_handle *h, bool zero_copy)
 {
-  writer_cb (data, buf, len, 0);
-}
-
-static bool
-wait_out (struct writer *w)
-{
-  struct pollfd p = { .fd = nbd_aio_get_fd (w->h), .events = POLLOUT };
-
-  return poll (&p, 1, WAIT_MS) == 1;
-}
-
-static void *
-writer_thread (void *arg)
-{
-  struct writer *w = arg;
-
-  pthread_mutex_lock (&w->lock);
-  for (;;) {
-    struct iovec iov[MAX_IOV];
-    int n = 0, err;
-    ssize_t r;
-    uint64_t lent = 0;
-
-    while (!w->stop && !w->failed && !w->head && !w->eos)
-      pthread_cond_wait (&w->cond, &w->lock);
-    if (w->stop || w->failed)
-      break;
-    if (!w->head) {
-      /* The mark: close_notify, then the end of the write side. */
-      pthread_mutex_unlock (&w->lock);
-      while ((r = nbd_concurrent_writer_send (w->h, NULL, 0)) == -1 && errno == EAGAIN &&
-             wait_out (w))
-        w->eagain++;
-      if (r == -1)
-        w->send_errno = errno;
-      pthread_mutex_lock (&w->lock);
-      break;
-    }
-    for (struct entry *e = w->head; e && n < MAX_IOV; e = e->next) {
-      iov[n].iov_base = (char *) (e->lent ? e->lent : e->data) + e->start;
-      iov[n++].iov_len = e->end - e->start;
-    }
-    /* Only this thread removes entries: the ones in iov stay put. */
-    pthread_mutex_unlock (&w->lock);
-    r = nbd_concurrent_writer_send (w->h, iov, n);
-    err = r == -1 ? errno : 0;
-    if (r == -1 && err != EAGAIN) {
-      w->send_errno = err;
-      nbd_concurrent_writer_error (w->h, err);
-    }
-    pthread_mutex_lock (&w->lock);
-    if (err == EAGAIN) {
-      w->eagain++;
-      pthread_mutex_unlock (&w->lock);
-      wait_out (w);
-      pthread_mutex_lock (&w->lock);
-      continue;
-    }
-    if (r == -1) {
-      w->failed = true;
-      break;
-    }
-    for (size_t done = r; done > 0;) {
-      struct entry *e = w->head;
-      size_t take = e->end - e->start < done ? e->end - e->start : done;
-
-      e->start += take;
-      done -= take;
-      if (e->lent)
-        lent += take;
-      if (e->start == e->end) {
-        w->head = e->next;
-        if (!w->head)
-          w->tail = NULL;
-        free (e);
-      }
-    }
-    if (lent) {
-      pthread_mutex_unlock (&w->lock);
-      nbd_concurrent_writer_release (w->h, lent);
-      pthread_mutex_lock (&w->lock);
-    }
-  }
-  /* Whatever is left is dropped; lent bytes among it are given back. */
-  for (struct entry *e = w->head, *next; e; e = next) {
-    next = e->next;
-    if (e->lent)
-      nbd_concurrent_writer_release (w->h, e->end - e->start);
-    free (e);
-  }
-  w->head = w->tail = NULL;
-  pthread_mutex_unlock (&w->lock);
-  return NULL;
-}
-
-static void
-writer_start (struct writer *w, struct nbd_handle *h)
-{
-  memset (w, 0, sizeof *w);
-  pthread_mutex_init (&w->lock, NULL);
-  pthread_cond_init (&w->cond, NULL);
-  w->h = h;
-  if (pthread_create (&w->thr, NULL, writer_thread, w) != 0)
+  if (wr_start (w, h) == -1)
     bail_out ("pthread_create");
-}
-
-/* The thread ends by itself after the end-of-stream mark. */
-static void
-writer_join (struct writer *w)
-{
-  pthread_join (w->thr, NULL);
-  w->joined = true;
-}
-
-static void
-writer_stop (struct writer *w)
-{
-  pthread_mutex_lock (&w->lock);
-  w->stop = true;
-  pthread_cond_signal (&w->cond);
-  pthread_mutex_unlock (&w->lock);
-  if (!w->joined)
-    pthread_join (w->thr, NULL);
-  pthread_mutex_destroy (&w->lock);
-  pthread_cond_destroy (&w->cond);
+  WR_SET (w, use_send, true);
+  WR_SET (w, record, true);
+  if (zero_copy)
+    must (nbd_set_concurrent_writer_zero_copy (h, w, wr_enqueue_zc));
+  else
+    must (nbd_set_concurrent_writer (h, w, wr_enqueue));
 }
 
 /* ---- The proxy: reads the client's records on their way --------------- */
@@ -480,11 +310,12 @@ static void
 session (const char *sock, bool psk, bool zero_copy, bool encrypt, const char *what)
 {
   struct nbd_handle *h = nbd_create ();
-  struct writer w;
+  struct wring w;
   static struct proxy p;
   int fd = proxy_start (&p, sock), requests;
   bool stuck = false;
   uint32_t overhead;
+  size_t headers;
 
   if (!h)
     bail_out ("nbd_create: %s", errmsg ());
@@ -498,11 +329,7 @@ session (const char *sock, bool psk, bool zero_copy, bool encrypt, const char *w
   is_int (nbd_set_concurrent_writer_encrypt (h, encrypt), 0, "%s: set encrypt %d", what,
           encrypt);
   is_int (nbd_get_concurrent_writer_encrypt (h), encrypt, "%s: get it back", what);
-  writer_start (&w, h);
-  if (zero_copy)
-    must (nbd_set_concurrent_writer_zero_copy (h, &w, writer_cb));
-  else
-    must (nbd_set_concurrent_writer (h, &w, copy_cb));
+  writer_start (&w, h, zero_copy);
   saw_write_dir = false;
   is_int (nbd_aio_connect_socket (h, fd), 0, "%s: aio_connect_socket (%s)", what, errmsg ());
   while (!stuck && !nbd_aio_is_ready (h) && !nbd_aio_is_dead (h))
@@ -514,22 +341,24 @@ session (const char *sock, bool psk, bool zero_copy, bool encrypt, const char *w
   ok (!saw_write_dir, "%s: the handle never asked to wait for POLLOUT", what);
   is_int (nbd_shutdown (h, 0), 0, "%s: shutdown (%s)", what, errmsg ());
   is_int (nbd_aio_is_closed (h), 1, "%s: closed", what);
-  writer_join (&w);
-  is_int (w.send_errno, 0, "%s: no send failed", what);
+  ok (wr_wait_done (&w, WAIT_MS), "%s: the writer thread ended after the mark", what);
 
   pthread_mutex_lock (&w.lock);
+  is_int (w.send_errno, 0, "%s: no send failed", what);
+  is_int (w.eos_send_rc, 0, "%s: the mark passed on (close_notify, SHUT_WR)", what);
+  headers = plaintext_headers (&w);
   if (encrypt) {
     /* The handle's own thread encrypted nothing: every request (the
      * options after the handshake, the I/O, NBD_CMD_DISC) reached the
      * callback as a plaintext header. */
-    ok (w.headers >= (size_t) requests + 1,
+    ok (headers >= (size_t) requests + 1,
         "%s: the callback got plaintext: %zu request headers for %d requests + DISC", what,
-        w.headers, requests);
+        headers, requests);
     if (zero_copy)
       is_uint (w.lent, REGION, "%s: every write payload was lent, under TLS too", what);
   }
   else {
-    is_uint (w.headers, 0, "%s (control): the callback got only records", what);
+    is_uint (headers, 0, "%s (control): the callback got only records", what);
     is_uint (w.lent, 0, "%s (control): nothing lent under TLS", what);
   }
   pthread_mutex_unlock (&w.lock);
@@ -545,8 +374,9 @@ session (const char *sock, bool psk, bool zero_copy, bool encrypt, const char *w
   is_int (p.last[1], 2 + overhead, "%s: the last record is close_notify", what);
   is_int (p.client_eof_on_boundary, 1, "%s: the stream ended after whole records", what);
 out:
-  writer_stop (&w);
+  wr_stop (&w);
   nbd_close (h);
+  wr_free (&w);
   proxy_stop (&p);
 }
 
@@ -555,7 +385,7 @@ static void
 plaintext (const char *sock)
 {
   struct nbd_handle *h = nbd_create ();
-  struct writer w;
+  struct wring w;
   static struct proxy p;
   int fd = proxy_start (&p, sock);
   char *buf = malloc (1 << 20), *back = malloc (1 << 20);
@@ -564,8 +394,7 @@ plaintext (const char *sock)
     bail_out ("nbd_create or malloc");
   p.plain_left = SIZE_MAX;      /* no records to read */
   must (nbd_set_concurrent_writer_encrypt (h, true));
-  writer_start (&w, h);
-  must (nbd_set_concurrent_writer_zero_copy (h, &w, writer_cb));
+  writer_start (&w, h, true);
   if (!is_int (nbd_connect_socket (h, fd), 0, "no TLS: connect (%s)", errmsg ()))
     goto out;
   fill (buf, 1 << 20, 5);
@@ -574,8 +403,9 @@ plaintext (const char *sock)
   ok (memcmp (buf, back, 1 << 20) == 0, "no TLS: data intact");
   is_int (nbd_shutdown (h, 0), 0, "no TLS: shutdown (%s)", errmsg ());
 out:
-  writer_stop (&w);
+  wr_stop (&w);
   nbd_close (h);
+  wr_free (&w);
   proxy_stop (&p);
   free (buf);
   free (back);
@@ -604,6 +434,37 @@ arguments (const char *sock)
   nbd_close (h);
 }
 
+/* A full socket is flow control: -1 with errno EAGAIN, and the last error
+ * (a message is formatted, with an allocation, only for real errors) left
+ * as it was. */
+static void
+socket_full (void)
+{
+  struct nbd_handle *h = nbd_create ();
+  static char big[1 << 20];
+  struct iovec iov = { .iov_base = big, .iov_len = sizeof big };
+  char *before;
+  ssize_t r = 0;
+  int sv[2], err = 0, calls = 0;
+
+  if (!h || socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+    bail_out ("nbd_create or socketpair");
+  /* Connecting: the handle waits for a greeting that never comes, and
+   * nobody reads sv[1]. */
+  must (nbd_aio_connect_socket (h, sv[0]));
+  is_int (nbd_concurrent_writer_send (h, NULL, 1), -1, "a NULL iov, for an error to keep");
+  before = strdup (errmsg ());
+  while (calls++ < 64 && (r = nbd_concurrent_writer_send (h, &iov, 1)) > 0)
+    ;
+  err = errno;
+  is_int (r, -1, "the socket filled up after %d calls", calls);
+  is_int (err, EAGAIN, "with errno EAGAIN");
+  is_str (errmsg (), before, "the last error is left as it was");
+  free (before);
+  nbd_close (h);
+  close (sv[1]);
+}
+
 int
 main (void)
 {
@@ -629,6 +490,7 @@ main (void)
     bail_out ("cannot start nbdkit");
 
   arguments (plain.sock);
+  socket_full ();
   session (psk.sock, true, false, true, "PSK, copying writer, the thread encrypts");
   session (x509.sock, false, true, true, "X.509, zero-copy writer, the thread encrypts");
   session (psk.sock, true, true, false, "PSK, zero-copy writer, the handle encrypts");

@@ -50,7 +50,11 @@
  *  - manual_release: never release: the test calls
  *    nbd_concurrent_writer_release itself (sent bytes count in sent_lent);
  *  - send_limit: send no byte past this stream offset (0: no limit) until
- *    the test raises it.
+ *    the test raises it;
+ *  - use_send: send with nbd_concurrent_writer_send instead of sendmsg, and
+ *    pass the end-of-stream mark on with nbd_concurrent_writer_send (NULL,
+ *    0) instead of shutdown(2): the library's own send, which makes the
+ *    TLS records when nbd_set_concurrent_writer_encrypt is on.
  * releasing counts the lent bytes whose release the thread has begun (it
  * is raised just before each nbd_concurrent_writer_release).
  * giving_back is set (atomically, readable from any thread) just before the
@@ -173,6 +177,8 @@ struct wring {
   bool drop_saw_poller;
   bool manual_release;
   uint64_t send_limit;
+  bool use_send;
+  int eos_send_rc;              /* use_send: what passing the mark on returned */
   double failed_at;             /* wr_now () when failed was set */
   unsigned drops;
   uint64_t dropped_lent;        /* lent bytes dropped (unsent), all drops */
@@ -529,6 +535,27 @@ wr_may_drop (struct wring *r)
   return r->dead_seen && (r->drop_saw_poller = wr_in_poll (r->drop_poller));
 }
 
+/* use_send: pass the end-of-stream mark on (close_notify under TLS, then
+ * the write side's shutdown), waiting for POLLOUT while the socket is
+ * full; each wait is bounded by WR_WAIT_MS.  Lock not held. */
+static inline void
+wr_send_eos (struct wring *r)
+{
+  int rc;
+
+  if (r->fd == -1)
+    r->fd = nbd_aio_get_fd (r->h);
+  while ((rc = (int) nbd_concurrent_writer_send (r->h, NULL, 0)) == -1 && errno == EAGAIN) {
+    struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
+
+    if (poll (&pfd, 1, WR_WAIT_MS) != 1)
+      break;
+  }
+  pthread_mutex_lock (&r->lock);
+  r->eos_send_rc = rc;
+  pthread_mutex_unlock (&r->lock);
+}
+
 static inline void *
 wr_thread (void *arg)
 {
@@ -581,7 +608,10 @@ wr_thread (void *arg)
         r->sent_at_shut_wr = r->sent;
         r->shut_wr = true;
         pthread_mutex_unlock (&r->lock);
-        shutdown (r->fd, SHUT_WR);
+        if (r->use_send)
+          wr_send_eos (r);
+        else
+          shutdown (r->fd, SHUT_WR);
         pthread_mutex_lock (&r->lock);
         break;
       }
@@ -613,7 +643,8 @@ wr_thread (void *arg)
 
     if (r->fd == -1)
       r->fd = nbd_aio_get_fd (r->h);
-    n = sendmsg (r->fd, &msg, MSG_NOSIGNAL);
+    n = r->use_send ? nbd_concurrent_writer_send (r->h, iov, i)
+                    : sendmsg (r->fd, &msg, MSG_NOSIGNAL);
     err = errno;
     if (n == -1 && (err == EAGAIN || err == EWOULDBLOCK)) {
       struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
