@@ -603,8 +603,6 @@ gnbd_conn_connect (GnbdConn *conn, GnbdConnectKind kind, const char *a, const ch
     connect_fail (conn, error);
     return;
   }
-  if (conn->writer && kind == GNBD_CONNECT_URI && a && g_ascii_strncasecmp (a, "nbds", 4) == 0)
-    gnbd_writer_conn_set_tls (conn->writer);
   if (cancellable) {
     gboolean cancelled;
     gulong id;
@@ -713,6 +711,10 @@ conn_ready (GnbdConn *conn)
   g_clear_object (&cancellable);
   if (!task)
     return;                     /* cancelled meanwhile: being torn down */
+  /* Whatever asked for it (the tls property, an nbds URI, "allow"), the
+   * handle knows now whether the records are the writer's to make. */
+  if (conn->writer)
+    gnbd_writer_conn_set_tls (conn->writer, nbd_get_tls_negotiated (conn->nbd) == 1);
   if (conn->events.ready)
     conn->events.ready (conn, read_facts (conn->nbd), conn->events.data);
   GNBD_HANDOFF (task);

@@ -44,10 +44,9 @@ gboolean gnbd_writer_wait_stopped (gint64 timeout_us);
 /* For tests: sendmsg calls made for connections with the writer, by the
  * task or by batches, since the process started. */
 guint64 gnbd_writer_count_sends (void);
-/* The connection will use TLS (an nbds URI, which the handle learns only
- * when it connects): batches leave the sending, and so the encrypting, to
- * the task. */
-void gnbd_writer_conn_set_tls (GnbdWriterConn *w);
+/* Once the connection is ready: whether TLS was negotiated.  With TLS,
+ * batches leave the sending, and so the encrypting, to the task. */
+void gnbd_writer_conn_set_tls (GnbdWriterConn *w, gboolean tls);
 /* Payload bytes lent to the writer's queues so far, all connections. */
 guint64 gnbd_writer_count_lent (void);
 /* For tests: how many times a thread woke the task from its poll. */

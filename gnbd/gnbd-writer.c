@@ -94,8 +94,8 @@ struct _GnbdWriterConn {
   gboolean sender;              /* a thread sends from the queue */
   pthread_cond_t idle;          /* sender went FALSE */
 
-  /* Atomic: set at registration, or before connecting (an nbds URI). */
-  gint tls;                     /* TLS asked for: the task makes the records */
+  /* Atomic: set once the connection is ready (gnbd_writer_conn_set_tls). */
+  gint tls;                     /* TLS negotiated: the task makes the records */
 
   /* Under writer.lock: the thread works on it outside that lock. */
   gboolean sending;
@@ -677,7 +677,6 @@ gnbd_writer_conn_new (struct nbd_handle *nbd, GnbdWriterReleased released, gpoin
   w->released_data = data;
   /* Under TLS the task makes the records, while the I/O thread decrypts;
    * without TLS this changes nothing. */
-  g_atomic_int_set (&w->tls, nbd_get_tls (nbd) != LIBNBD_TLS_DISABLE);
   if (nbd_set_concurrent_writer_encrypt (nbd, true) == -1 ||
       nbd_set_concurrent_writer_zero_copy (nbd, w, writer_callback) == -1) {
     writer_conn_unref (w);
@@ -761,9 +760,9 @@ gnbd_writer_count_sends (void)
 }
 
 void
-gnbd_writer_conn_set_tls (GnbdWriterConn *w)
+gnbd_writer_conn_set_tls (GnbdWriterConn *w, gboolean tls)
 {
-  g_atomic_int_set (&w->tls, TRUE);
+  g_atomic_int_set (&w->tls, tls);
 }
 
 guint64
