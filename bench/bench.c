@@ -138,12 +138,18 @@ die_errno (const char *what)
 }
 
 static double
-now (void)
+clock_seconds (clockid_t id)
 {
   struct timespec ts;
 
-  clock_gettime (CLOCK_MONOTONIC, &ts);
+  clock_gettime (id, &ts);
   return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static double
+now (void)
+{
+  return clock_seconds (CLOCK_MONOTONIC);
 }
 
 /* ---- The server ------------------------------------------------------- */
@@ -375,14 +381,7 @@ start_server (const struct options *o)
 static bool batches = true;     /* --no-batch turns them off: see ring_batch_end */
 static bool encrypting;         /* --encrypt: the writers send with nbd_concurrent_writer_send */
 static bool direct_sends = true; /* --no-direct turns them off: see ring_send_direct */
-static int sndbuf;              /* --sndbuf: SO_SNDBUF of every connection's socket */
 
-static void
-tune_socket (int fd)
-{
-  if (sndbuf > 0)
-    (void) setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-}
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
 static _Thread_local bool in_batch;
 #endif
@@ -448,7 +447,6 @@ writer_fd (struct nbd_handle *h, int *fd)
       nbd_concurrent_writer_error (h, ENOTCONN);
       return false;
     }
-    tune_socket (*fd);
   }
   return true;
 }
@@ -1383,8 +1381,6 @@ parse_options (int argc, char *argv[], struct options *o)
     }
     else if (!strcmp (a, "--pki"))
       o->pki = v;
-    else if (!strcmp (a, "--sndbuf"))
-      sndbuf = (int) parse_size (v);
     else
       usage ();
   }
@@ -1427,17 +1423,9 @@ static pthread_barrier_t barrier;
 static double t0, deadline;
 static double cpu0_self, cpu0_server; /* CPU seconds at t0 */
 
-/* CPU seconds used so far by this process (all its threads), and by the
- * server it started (0 if none): what bounds a run on 2 CPUs. */
-static double
-cpu_self (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
+/* CPU seconds used so far by the server this process started (0 if
+ * none); with clock_seconds (CLOCK_PROCESS_CPUTIME_ID), this process's
+ * (all its threads): what bounds a run on 2 CPUs. */
 static double
 cpu_server (void)
 {
@@ -1509,7 +1497,6 @@ conn_open (struct bench *b, const struct options *o, int i, const char *path)
   }
   else if (nbd_connect_unix (b->h, path ? path : o->server ? sockpath : o->connect) == -1)
     die ("nbd_connect_unix");
-  tune_socket (nbd_aio_get_fd (b->h));
   b->size = (uint64_t) nbd_get_size (b->h);
   if ((int64_t) b->size < (int64_t) o->bs)
     die ("nbd_get_size");
@@ -1584,7 +1571,7 @@ conn_run (void *arg)
   if (pthread_barrier_wait (&barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
     t0 = now ();
     deadline = t0 + o->duration;
-    cpu0_self = cpu_self ();
+    cpu0_self = clock_seconds (CLOCK_PROCESS_CPUTIME_ID);
     cpu0_server = cpu_server ();
   }
   pthread_barrier_wait (&barrier);
@@ -1818,7 +1805,7 @@ main (int argc, char *argv[])
     return 1;
   }
 
-  cpu1_self = cpu_self ();
+  cpu1_self = clock_seconds (CLOCK_PROCESS_CPUTIME_ID);
   cpu1_server = cpu_server ();
   printf ("lib=%s version=%s server=%s transport=%s conns=%d workload=%s bs=%" PRIu32
           " qd=%d writer=%d pin=%d ops=%" PRIu64 " secs=%.6f ops_s=%.1f mib_s=%.2f"

@@ -12,15 +12,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# nbdkit and libnbd-bin (nbdcopy) are in the list.
-bash scripts/deps.sh
-
-build=${BENCH_BUILD:-build-bench}
-if [[ -f $build/build.ninja ]]; then
-  meson configure "$build" -Dbuildtype=release -Dtests=false -Dgnbd=enabled >/dev/null
-else
-  meson setup "$build" --buildtype=release -Dtests=false -Dgnbd=enabled >/dev/null
-fi
-ninja -C "$build" tools/gnbd bench/ceiling >/dev/null
-
-BENCH_BUILD=$(realpath "$build") exec python3 bench/copy.py "$@"
+source bench/build.sh
+bench_build -Dgnbd=enabled -- tools/gnbd bench/ceiling
+exec python3 bench/copy.py "$@"

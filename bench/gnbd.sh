@@ -12,20 +12,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# nbdkit, libnbd-dev (the reference), gjs, python3-gi, valgrind and strace
-# are in the list.
-bash scripts/deps.sh
-
-build=${BENCH_BUILD:-build-bench}
-opts=(-Dbuildtype=release -Dtests=false -Dgnbd=enabled -Dintrospection=enabled
-      -Ddocs=disabled -Dvapi=disabled)
-if [[ -f $build/build.ninja ]]; then
-  meson configure "$build" "${opts[@]}" >/dev/null
-else
-  meson setup "$build" "${opts[@]}" >/dev/null
-fi
-targets=(bench/gnbd-bench bench/bench-core bench/sink-server introspection/Gnbd-1.0.typelib)
-pkg-config --exists libnbd && targets+=(bench/bench-libnbd)
-ninja -C "$build" "${targets[@]}" >/dev/null
-
-BENCH_BUILD=$(realpath "$build") exec python3 bench/gnbd.py "$@"
+source bench/build.sh
+bench_build -Dgnbd=enabled -Dintrospection=enabled -Ddocs=disabled -Dvapi=disabled -- \
+  bench/gnbd-bench bench/bench-core bench/sink-server introspection/Gnbd-1.0.typelib \
+  bench/bench-libnbd
+exec python3 bench/gnbd.py "$@"

@@ -15,22 +15,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# nbdkit, libnbd-dev (the reference), valgrind and strace are in the list.
-bash scripts/deps.sh
+source bench/build.sh
+bench_build -- bench/bench-core bench/sink-server bench/ceiling bench/bench-libnbd
 
-build=${BENCH_BUILD:-build-bench}
-if [[ -f $build/build.ninja ]]; then
-  meson configure "$build" -Dbuildtype=release -Dtests=false >/dev/null
-else
-  meson setup "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-targets=(bench/bench-core bench/sink-server bench/ceiling)
-pkg-config --exists libnbd && targets+=(bench/bench-libnbd)
-ninja -C "$build" "${targets[@]}" >/dev/null
-
-BENCH_BUILD=$(realpath "$build") python3 bench/run.py "$@"
+python3 bench/run.py "$@"
 # Then gnbd's rows: a section of the same file (bench/gnbd.sh).
-BENCH_BUILD=$(realpath "$build") bash bench/gnbd.sh "$@" --command "bash bench/run.sh"
+bash bench/gnbd.sh "$@" --command "bash bench/run.sh"
 # Then TLS, the writer thread encrypting or not (bench/tls.sh, its section).
 if [[ " $* " == *" --quick "* ]]; then tls_args=(--quick); else tls_args=(); fi
-BENCH_BUILD=$(realpath "$build") bash bench/tls.sh "${tls_args[@]}"
+bash bench/tls.sh "${tls_args[@]}"

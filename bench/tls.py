@@ -29,11 +29,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BUILD = os.environ.get("BENCH_BUILD", os.path.join(ROOT, "build-bench"))
-BIN = os.path.join(BUILD, "bench")
-CORE = os.path.join(BIN, "bench-core")
-LIBNBD = os.path.join(BIN, "bench-libnbd")
+sys.path.insert(0, HERE)
+import run as core  # noqa: E402  (run.py: the build's programs, run_prog, log)
+
 RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN = "<!-- begin: TLS and the writer thread (bench/tls.sh) -->"
 END = "<!-- end: TLS and the writer thread -->"
@@ -44,17 +42,13 @@ WORKLOADS = [
      ["--workload", "mixed", "--read-pct", "50", "--bs", "256k", "--qd", "16"]),
 ]
 VARIANTS = [
-    ("libnbd", LIBNBD, [], "libnbd 1.14"),
-    ("core", CORE, [], "libnbd-core, no writer"),
-    ("writer", CORE, ["--writer"], "writer, the handle's thread encrypts"),
-    ("enc", CORE, ["--writer", "--encrypt"], "writer, the writer thread encrypts"),
-    ("zcenc", CORE, ["--zero-copy", "--encrypt"], "zero-copy writer, the writer thread encrypts"),
+    ("libnbd", core.LIBNBD, [], "libnbd 1.14"),
+    ("core", core.CORE, [], "libnbd-core, no writer"),
+    ("writer", core.CORE, ["--writer"], "writer, the handle's thread encrypts"),
+    ("enc", core.CORE, ["--writer", "--encrypt"], "writer, the writer thread encrypts"),
+    ("zcenc", core.CORE, ["--zero-copy", "--encrypt"], "zero-copy writer, the writer thread encrypts"),
 ]
 KINDS = [("psk", "TLS-PSK"), ("x509", "X.509")]
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 def make_pki(d):
@@ -77,19 +71,6 @@ def make_pki(d):
                        stderr=subprocess.DEVNULL)
 
 
-def run(prog, args):
-    r = subprocess.run([prog] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=120)
-    if r.returncode != 0:
-        sys.exit("bench/tls.py: %s %s failed:\n%s" % (prog, " ".join(args), r.stderr))
-    line = r.stdout.strip().splitlines()[-1]
-    return dict(kv.split("=", 1) for kv in line.split())
-
-
-def median(xs):
-    return statistics.median(xs)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -100,7 +81,7 @@ def main():
     if a.quick:
         a.rounds, a.duration = 1, 0.2
     if not a.output:
-        a.output = os.path.join(BIN, "RESULTS-quick.md") if a.quick else RESULTS
+        a.output = os.path.join(core.BIN, "RESULTS-quick.md") if a.quick else RESULTS
     started = datetime.datetime.utcnow()
     raw = {}
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as pki:
@@ -111,13 +92,13 @@ def main():
                 raw[key] = {v[0]: [] for v in VARIANTS}
                 for rnd in range(a.rounds):
                     for vkey, prog, vargs, _ in VARIANTS:
-                        res = run(prog, ["--server", "null", "--tls", kind, "--pki", pki,
-                                         "--duration", str(a.duration)] + wl_args + vargs)
+                        res = core.run_prog([prog, "--server", "null", "--tls", kind, "--pki", pki,
+                                              "--duration", str(a.duration)] + wl_args + vargs)
                         raw[key][vkey].append({k: res[k] for k in
                                                ("mib_s", "cpu_client", "cpu_server")})
-                    log("%s, %s, round %d: %s" % (kind_label, wl_label, rnd + 1, "  ".join(
+                    core.log("%s, %s, round %d: %s" % (kind_label, wl_label, rnd + 1, "  ".join(
                         "%s %.0f" % (v, float(raw[key][v][-1]["mib_s"])) for v, *_ in VARIANTS)))
-    with open(os.path.join(BIN, "tls-raw.json"), "w") as f:
+    with open(os.path.join(core.BIN, "tls-raw.json"), "w") as f:
         json.dump(raw, f, indent=1)
 
     def col(key, v, field):
@@ -125,7 +106,7 @@ def main():
 
     def ratio(key, num, den):
         rs = [n / d for n, d in zip(col(key, num, "mib_s"), col(key, den, "mib_s"))]
-        return median(rs), min(rs), max(rs)
+        return statistics.median(rs), min(rs), max(rs)
 
     o = [BEGIN, "", "## TLS and the writer thread", "",
          "`bash bench/tls.sh` (bench/tls.py), %s UTC, %d rounds of %.1f s per run, unpinned, "
@@ -145,7 +126,7 @@ def main():
         for wl_label, _ in WORKLOADS:
             key = "%s/%s" % (kind, wl_label)
             cells = [kind_label, wl_label]
-            cells += ["{:,.0f}".format(median(col(key, v[0], "mib_s"))) for v in VARIANTS]
+            cells += ["{:,.0f}".format(statistics.median(col(key, v[0], "mib_s"))) for v in VARIANTS]
             for num, den in (("core", "libnbd"), ("writer", "core"), ("enc", "core"),
                              ("zcenc", "core")):
                 m, lo, hi = ratio(key, num, den)
@@ -153,14 +134,14 @@ def main():
                 if num == "enc":
                     summary.append((kind_label, wl_label, m))
             for v in ("core", "enc"):
-                cells.append("%.2f, %.2f" % (median(col(key, v, "cpu_client")),
-                                             median(col(key, v, "cpu_server"))))
+                cells.append("%.2f, %.2f" % (statistics.median(col(key, v, "cpu_client")),
+                                             statistics.median(col(key, v, "cpu_server"))))
             o.append("| " + " | ".join(cells) + " |")
     best = max(summary, key=lambda s: s[2])
-    srv = [median(col(k, "core", "cpu_server")) for k in raw]
-    cli = [median(col(k, "core", "cpu_client")) for k in raw]
-    esrv = [median(col(k, "enc", "cpu_server")) for k in raw]
-    ecli = [median(col(k, "enc", "cpu_client")) for k in raw]
+    srv = [statistics.median(col(k, "core", "cpu_server")) for k in raw]
+    cli = [statistics.median(col(k, "core", "cpu_client")) for k in raw]
+    esrv = [statistics.median(col(k, "enc", "cpu_server")) for k in raw]
+    ecli = [statistics.median(col(k, "enc", "cpu_client")) for k in raw]
     o += ["", "- Goal (issue 12): the writer thread encrypting / no writer at least 1.5. Best "
           "median here: %.2f (%s, %s): %s." % (best[2], best[0], best[1],
                                                "met" if best[2] >= 1.5 else "**not met**"),
@@ -182,7 +163,7 @@ def main():
         text = text.rstrip("\n") + "\n\n" + section
     with open(a.output, "w") as f:
         f.write(text)
-    log("\n".join(o))
+    core.log("\n".join(o))
 
 
 if __name__ == "__main__":

@@ -14,17 +14,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# nbdkit, gnutls-bin (certtool, psktool) and libnbd-dev are in the list.
-bash scripts/deps.sh
+source bench/build.sh
+bench_build -- bench/bench-core bench/bench-libnbd
 
-build=${BENCH_BUILD:-build-bench}
-if [[ -f $build/build.ninja ]]; then
-  meson configure "$build" -Dbuildtype=release -Dtests=false >/dev/null
-else
-  meson setup "$build" --buildtype=release -Dtests=false >/dev/null
-fi
-targets=(bench/bench-core)
-pkg-config --exists libnbd && targets+=(bench/bench-libnbd)
-ninja -C "$build" "${targets[@]}" >/dev/null
-
-BENCH_BUILD=$(realpath "$build") exec python3 bench/tls.py "$@"
+exec python3 bench/tls.py "$@"
