@@ -405,7 +405,8 @@ struct ring {
   pthread_t thread;
   _Atomic uint64_t writes;      /* writev calls, the thread's and the batches' */
   _Atomic uint64_t wakeups;     /* sleeps ended */
-  _Atomic uint64_t copied;      /* bytes the callback copied into the ring */
+  uint64_t copied;              /* bytes the callback copied into the ring: the
+                                 * handle's thread's (read by it, and after join) */
 };
 
 /* Batches (--batch): the thread that issues a burst of requests queues
@@ -579,7 +580,7 @@ ring_enqueue (void *data, const void *buf, size_t len)
   first = len < r->cap - off ? len : r->cap - off;
   memcpy (r->buf + off, buf, first);
   memcpy (r->buf, (const char *) buf + first, len - first);
-  atomic_fetch_add_explicit (&r->copied, len, memory_order_relaxed);
+  r->copied += len;
   atomic_store (&r->head, head + len);
   if (!in_batch)
     ring_wake (r);
@@ -1549,7 +1550,7 @@ writer_copied (const struct bench *b)
   (void) b;
 #ifdef LIBNBD_HAVE_NBD_SET_CONCURRENT_WRITER
   if (b->ring)
-    return atomic_load (&b->ring->copied);
+    return b->ring->copied;
 #endif
   return 0;
 }

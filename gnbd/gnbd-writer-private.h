@@ -47,7 +47,8 @@ guint64 gnbd_writer_count_sends (void);
 /* Once the connection is ready: whether TLS was negotiated.  With TLS,
  * batches leave the sending, and so the encrypting, to the task. */
 void gnbd_writer_conn_set_tls (GnbdWriterConn *w, gboolean tls);
-/* Payload bytes lent to the writer's queues so far, all connections. */
+/* Payload bytes lent so far to the queues of the connections registered
+ * now (a test's before and after, around I/O on a live connection). */
 guint64 gnbd_writer_count_lent (void);
 /* For tests: how many times a thread woke the task from its poll. */
 guint64 gnbd_writer_count_wakes (void);

@@ -85,6 +85,7 @@ struct _GnbdWriterConn {
   guint head;
   guint count;
   gsize bytes;                  /* queued, not sent yet */
+  guint64 lent_total;           /* payload bytes lent, ever (for the tests) */
   guint8 *spare;                /* one CHUNK_SIZE buffer kept for reuse */
   gboolean eos;                 /* end-of-stream mark: shut down once empty */
   gboolean shut;
@@ -113,7 +114,6 @@ static __thread guint batch_len;
 static __thread GnbdWriterConn *batch_conns[BATCH_MAX];
 
 static gsize count_sends;       /* atomic: send calls, any thread */
-static gsize count_lent;        /* atomic: payload bytes lent to the queues */
 static gsize count_wakes;       /* atomic: the task woken from its poll */
 
 /* How one run of the task went: its GTask result. */
@@ -184,7 +184,7 @@ push_lent (GnbdWriterConn *w, const void *buf, gsize len)
   e->ptr = (guint8 *) buf;
   e->len = len;
   w->bytes += len;
-  g_atomic_pointer_add (&count_lent, len);
+  w->lent_total += len;
 }
 
 static void
@@ -768,7 +768,18 @@ gnbd_writer_conn_set_tls (GnbdWriterConn *w, gboolean tls)
 guint64
 gnbd_writer_count_lent (void)
 {
-  return (guint64) g_atomic_pointer_get (&count_lent);
+  guint64 sum = 0;
+
+  pthread_mutex_lock (&writer.lock);
+  for (guint i = 0; writer.conns && i < writer.conns->len; i++) {
+    GnbdWriterConn *w = writer.conns->pdata[i];
+
+    pthread_mutex_lock (&w->lock);
+    sum += w->lent_total;
+    pthread_mutex_unlock (&w->lock);
+  }
+  pthread_mutex_unlock (&writer.lock);
+  return sum;
 }
 
 guint64
